@@ -1,0 +1,30 @@
+# Two commands a newcomer needs: `make run` and `make test`. Both work on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,postgres]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/trackrelay serve
+
+# Debian packages the tests and the benchmark drive for real: swaks (a real SMTP client),
+# chromium (browser tests), postfix/nginx/wrk (benchmark references), postgresql.
+system-deps:
+	bash scripts/system-deps.sh
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) var
