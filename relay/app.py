@@ -1,0 +1,156 @@
+"""Wiring: the only place that knows every part. Starts what `--only` asks for, stops it cleanly."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from relay.auth import hash_password, new_password
+from relay.config import Config, parse_listen, parse_upstream_url
+from relay.delivery import DeliverySettings, DeliveryWorker
+from relay.errors import StartupError
+from relay.intake import TrackingRules
+from relay.smtpd import Credentials, RelayHandler, SmtpPolicy, start_listener, trusted_networks
+from relay.store import Store, open_store
+from relay.tlsutil import self_signed, server_context
+from relay.upstream import CaptureUpstream, SmtpUpstream, Upstream
+
+log = logging.getLogger(__name__)
+PARTS = ("smtp", "delivery", "hits", "admin")
+FIRST_ADMIN = "admin@localhost"
+
+
+def state_dir(cfg: Config) -> Path:
+    """Where generated files live: beside the SQLite file, else ./var."""
+    if cfg.store.url.startswith("sqlite:///"):
+        return Path(cfg.store.url[len("sqlite:///"):]).parent
+    return Path("var")
+
+
+class App:
+    def __init__(self, cfg: Config, only: str | None = None, *, clock: Callable[[], float] = time.time,
+                 store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.parts = (only,) if only else PARTS
+        self.clock = clock
+        self.store = store or open_store(cfg.store.url)
+        self.credentials = Credentials()
+        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.delivery: DeliveryWorker | None = None
+        self.upstream: Upstream | None = None
+        self.handler: RelayHandler | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._cleanups: list[Callable[[], Any]] = []
+        self._stopped = False
+
+    def port(self, name: str) -> int:
+        return self.servers[name].sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        await self.store.open()
+        try:
+            if "delivery" in self.parts:
+                self._start_delivery()
+            if "smtp" in self.parts:
+                await self._start_smtp()
+            if "hits" in self.parts:
+                await self._start_hits()
+            if "admin" in self.parts:
+                await self._start_admin()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def ensure_first_admin(self) -> tuple[str, str] | None:
+        """On a store without users, create an admin; returns (email, password) once."""
+        if await self.store.users():
+            return None
+        password = new_password()
+        await self.store.add_user(FIRST_ADMIN, await asyncio.to_thread(hash_password, password), is_admin=True)
+        return FIRST_ADMIN, password
+
+    def _start_delivery(self) -> None:
+        cfg = self.cfg
+        target = parse_upstream_url(cfg.upstream.url)
+        if target.kind == "capture":
+            self.upstream = CaptureUpstream(self.store)
+        else:
+            self.upstream = SmtpUpstream(target, username=cfg.upstream.username,
+                                         password=cfg.upstream.password, timeout=cfg.upstream.timeout,
+                                         pool_size=cfg.upstream.pool_size, ca_file=cfg.upstream.ca_file)
+        dkim_key = Path(cfg.dkim.key_file).read_bytes() if cfg.dkim.key_file else b""
+        settings = DeliverySettings(
+            retry_intervals=cfg.delivery.retry_intervals, max_age=cfg.delivery.max_age,
+            workers=cfg.delivery.workers, public_url=cfg.http.public_url, hostname=cfg.smtp.hostname,
+            pixel_position=cfg.tracking.pixel_position, passthrough=cfg.upstream.auth == "passthrough",
+            dkim_domain=cfg.dkim.domain, dkim_selector=cfg.dkim.selector, dkim_key=dkim_key,
+            dkim_resign=cfg.dkim.resign,
+        )
+        self.delivery = DeliveryWorker(self.store, self.upstream, settings, credentials=self.credentials,
+                                       clock=self.clock)
+        self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+
+    async def _start_smtp(self) -> None:
+        cfg = self.cfg.smtp
+        policy = SmtpPolicy(
+            hostname=cfg.hostname, max_message_size=cfg.max_message_size, max_line_length=cfg.max_line_length,
+            trusted_networks=trusted_networks(cfg.trusted_networks), sender_check=cfg.sender_check,
+            rate_limit_per_minute=cfg.rate_limit_per_minute, max_recipients=cfg.max_recipients,
+            tracking=TrackingRules(
+                default_mode=self.cfg.tracking.default_mode,
+                internal_domains=frozenset(d.lower() for d in self.cfg.tracking.internal_domains),
+                max_split=self.cfg.tracking.max_split,
+            ),
+        )
+        wake = self.delivery.wake if self.delivery else (lambda: None)
+        self.handler = RelayHandler(self.store, policy, on_spooled=wake, credentials=self.credentials,
+                                    clock=self.clock)
+        if cfg.tls_cert:
+            cert, key = cfg.tls_cert, cfg.tls_key
+        else:
+            cert_path, key_path = await asyncio.to_thread(self_signed, cfg.hostname, state_dir(self.cfg) / "tls")
+            cert, key = str(cert_path), str(key_path)
+        tls = server_context(cert, key)
+        self.servers["smtp"] = await _listen("smtp.listen", cfg.listen, lambda h, p: start_listener(
+            self.handler, h, p, tls=tls, implicit_tls=False, policy=policy))
+        if cfg.tls_listen:
+            self.servers["smtps"] = await _listen("smtp.tls_listen", cfg.tls_listen, lambda h, p: start_listener(
+                self.handler, h, p, tls=tls, implicit_tls=True, policy=policy))
+
+    async def _start_hits(self) -> None:
+        pass
+
+    async def _start_admin(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        """Stop accepting, finish or release claimed deliveries, flush, close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for server in self.servers.values():
+            server.close()
+        for server in self.servers.values():
+            await server.wait_closed()
+        if self.delivery:
+            await self.delivery.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cleanup in reversed(self._cleanups):
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        if self.upstream:
+            await self.upstream.close()
+        await self.store.close()
+
+
+async def _listen(key: str, value: str, start: Callable[[str, int], Any]) -> asyncio.base_events.Server:
+    host, port = parse_listen(value, key)
+    try:
+        return await start(host, port)
+    except OSError as e:
+        raise StartupError(f"{key}: cannot listen on {value}: {e.strerror or e}") from None

@@ -1,0 +1,277 @@
+"""The `trackrelay` command. Every verb takes -c/--config; errors are one line and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from relay import config as config_mod
+from relay.app import PARTS, App
+from relay.auth import hash_password, new_api_token, token_hash
+from relay.config import Config
+from relay.errors import ConfigError, TrackrelayError
+from relay.policy import UserPolicy, parse_policy_updates
+from relay.store import Store, open_store
+
+log = logging.getLogger("trackrelay")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("TRACKRELAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.verb == "init":
+            return _init(args)
+        cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
+        if args.verb == "check-config":
+            print(f"config ok ({cfg.source})")
+            return 0
+        if args.verb == "serve":
+            return asyncio.run(_serve(cfg, args.only))
+        return asyncio.run(_with_store(cfg, args.handler, args))
+    except (TrackrelayError, ValueError) as e:
+        print(f"trackrelay: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trackrelay", description="SMTP relay with open and click tracking")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="TOML config file (default: $TRACKRELAY_CONFIG or ./trackrelay.toml)")
+    verbs = p.add_subparsers(dest="verb", required=True)
+
+    serve = verbs.add_parser("serve", parents=[common], help="run the relay")
+    serve.add_argument("--only", choices=PARTS, help="run one part alone (scale-out)")
+    init = verbs.add_parser("init", parents=[common], help="write a commented config with fresh secrets")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    verbs.add_parser("check-config", parents=[common], help="validate the config and exit")
+
+    user = verbs.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", parents=[common])
+    add.add_argument("email")
+    add.add_argument("--admin", action="store_true")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(handler=_user_add)
+    user.add_parser("list", parents=[common]).set_defaults(handler=_user_list)
+    passwd = user.add_parser("passwd", parents=[common])
+    passwd.add_argument("email")
+    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.set_defaults(handler=_user_passwd)
+    delete = user.add_parser("del", parents=[common])
+    delete.add_argument("email")
+    delete.set_defaults(handler=_user_del)
+
+    token = verbs.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", parents=[common])
+    create.add_argument("email")
+    create.set_defaults(handler=_token_create)
+
+    policy = verbs.add_parser("policy", help="a user's tracking policy").add_subparsers(dest="action", required=True)
+    show = policy.add_parser("show", parents=[common])
+    show.add_argument("email")
+    show.set_defaults(handler=_policy_show)
+    put = policy.add_parser("set", parents=[common])
+    put.add_argument("email")
+    put.add_argument("pairs", nargs="+", metavar="KEY=VALUE", help="mode=always|opt-in|off, opens=, clicks=, notify=, sticky=")
+    put.set_defaults(handler=_policy_set)
+    return p
+
+
+async def _serve(cfg: Config, only: str | None) -> int:
+    app = App(cfg, only)
+    await app.start()
+    if only in (None, "admin"):
+        first = await app.ensure_first_admin()
+        if first:
+            print(f"first admin: {first[0]} password: {first[1]}", flush=True)
+    for name in app.servers:
+        sock = app.servers[name].sockets[0].getsockname()
+        log.info("%s listening on %s:%s", name, sock[0], sock[1])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("trackrelay running (%s); store %s", ", ".join(app.parts), cfg.store.url.split("@")[-1])
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()
+    return 0
+
+
+async def _with_store(cfg: Config, handler: Callable[[Store, Any], Awaitable[int]], args: Any) -> int:
+    store = open_store(cfg.store.url)
+    await store.open()
+    try:
+        return await handler(store, args)
+    finally:
+        await store.close()
+
+
+def _read_password(args: Any) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+    if len(password) < 8:
+        raise ValueError("password: at least 8 characters")
+    return password
+
+
+async def _need_user(store: Store, email: str):
+    user = await store.user_by_email(email)
+    if user is None:
+        raise ValueError(f"no such user: {email}")
+    return user
+
+
+async def _user_add(store: Store, args: Any) -> int:
+    if "@" not in args.email:
+        raise ValueError(f"not an email address: {args.email}")
+    if await store.user_by_email(args.email):
+        raise ValueError(f"user exists: {args.email}")
+    password = _read_password(args)
+    user = await store.add_user(args.email, await asyncio.to_thread(hash_password, password), args.admin)
+    print(f"added {user.email}{' (admin)' if user.is_admin else ''}")
+    return 0
+
+
+async def _user_list(store: Store, args: Any) -> int:
+    for user in await store.users():
+        print(f"{user.email}{'  admin' if user.is_admin else ''}")
+    return 0
+
+
+async def _user_passwd(store: Store, args: Any) -> int:
+    await _need_user(store, args.email)
+    password = _read_password(args)
+    await store.set_password(args.email, await asyncio.to_thread(hash_password, password))
+    print(f"password changed for {args.email.lower()}")
+    return 0
+
+
+async def _user_del(store: Store, args: Any) -> int:
+    if not await store.delete_user(args.email):
+        raise ValueError(f"no such user: {args.email}")
+    print(f"deleted {args.email.lower()}")
+    return 0
+
+
+async def _token_create(store: Store, args: Any) -> int:
+    user = await _need_user(store, args.email)
+    token = new_api_token()
+    await store.add_api_token(user.id, token_hash(token))
+    print(token)
+    return 0
+
+
+async def _policy_show(store: Store, args: Any) -> int:
+    user = await _need_user(store, args.email)
+    policy = await store.policy(user.id) or UserPolicy()
+    for key, value in asdict(policy).items():
+        print(f"{key} = {value}")
+    return 0
+
+
+async def _policy_set(store: Store, args: Any) -> int:
+    user = await _need_user(store, args.email)
+    pairs = {}
+    for pair in args.pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        pairs[key.strip()] = value.strip()
+    policy = parse_policy_updates(await store.policy(user.id) or UserPolicy(), pairs)
+    await store.set_policy(user.id, policy)
+    return await _policy_show(store, args)
+
+
+def _init(args: Any) -> int:
+    path = Path(args.config or os.environ.get("TRACKRELAY_CONFIG") or config_mod.DEFAULT_FILE)
+    if path.exists() and not args.force:
+        raise ConfigError(str(path), "exists; use --force to overwrite")
+    path.write_text(INIT_TEMPLATE.format(secret=secrets.token_urlsafe(32)), encoding="utf-8")
+    path.chmod(0o600)
+    print(f"wrote {path}")
+    return 0
+
+
+INIT_TEMPLATE = """\
+# trackrelay configuration. Every key can be overridden by TRACKRELAY_<SECTION>_<KEY>.
+
+[smtp]
+# submission listener (plain + STARTTLS); AUTH needs TLS unless this is a loopback address
+listen = "127.0.0.1:2525"
+# implicit TLS listener, port 465 style (empty: off)
+tls_listen = ""
+# PEM files; empty: a self-signed certificate is made at start under var/tls/
+tls_cert = ""
+tls_key = ""
+max_message_size = 36700160
+max_line_length = 8192
+# CIDRs that may relay without AUTH; their mail belongs to the user owning MAIL FROM
+trusted_networks = []
+# MAIL FROM must be the user's own address: "address", "domain" or "off"
+sender_check = "address"
+rate_limit_per_minute = 600
+
+[upstream]
+# smtp://host:port, smtp+starttls://host:port, smtps://host:port, or capture: (keep mail locally)
+url = "capture:"
+username = ""
+password = ""
+# "relay": the credentials above; "passthrough": each user's own SMTP login
+auth = "relay"
+
+[http]
+# public hits server (pixel and click redirects)
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+# CIDRs of reverse proxies whose X-Forwarded-For is believed
+trusted_proxies = []
+
+[admin]
+# panel and JSON API (keep it private)
+listen = "127.0.0.1:8081"
+admins_see_all = false
+secret_key = "{secret}"
+
+[store]
+# sqlite:///relative/path.db, sqlite:////absolute/path.db
+url = "sqlite:///var/trackrelay.db"
+
+[tracking]
+# for users without their own policy: "always", "opt-in" or "off"
+default_mode = "opt-in"
+# recipients here are never tracked (empty: the sender's own domain)
+internal_domains = []
+# above this many tracked recipients one shared copy is sent (its hits name no recipient)
+max_split = 50
+pixel_position = "bottom"
+machine_window = "10s"
+
+[delivery]
+retry_intervals = ["1m", "5m", "15m", "1h", "4h"]
+max_age = "5d"
+workers = 20
+
+[privacy]
+anonymize_ip = true
+# "none", or "required": only recipients with recorded consent are tracked
+consent = "none"
+retention_days = 365
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

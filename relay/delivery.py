@@ -1,0 +1,213 @@
+"""Delivery workers: claim spooled mail, rewrite each copy, send upstream, record the result.
+
+A result per recipient (sent / deferred / bounced), never an exception for an expected
+outcome. Bounces become a DSN from the null sender, spooled in the same transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from relay.dkim import sign as dkim_sign
+from relay.dsn import Failure, build_dsn
+from relay.intake import new_queue_id
+from relay.rewrite import RewritePlan, rewrite_message
+from relay.smtpd import Credentials
+from relay.store import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult, Store
+from relay.upstream import SendOutcome, Upstream
+
+log = logging.getLogger(__name__)
+_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    retry_intervals: tuple[float, ...]
+    max_age: float
+    workers: int
+    public_url: str
+    hostname: str
+    pixel_position: str = "bottom"
+    passthrough: bool = False
+    lease: float = 600.0
+    poll: float = 1.0
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_key: bytes = b""
+    dkim_resign: bool = False
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def rewrite_plan(copy: CopyRef, s: DeliverySettings) -> RewritePlan:
+    base = s.public_url.rstrip("/")
+    return RewritePlan(
+        opens=copy.opens,
+        clicks=copy.clicks,
+        text_links=copy.text_links,
+        pixel_url=f"{base}/o/{copy.token}.gif",
+        click_base=f"{base}/c/{copy.token}/",
+        own_prefix=base,
+        pixel_position=s.pixel_position,
+        allow_dkim_signed=s.dkim_resign and bool(s.dkim_key),
+    )
+
+
+def judge(outcome: SendOutcome, rcpts: Sequence[PendingRecipient], *, received_at: float, now: float,
+          s: DeliverySettings) -> list[RecipientResult]:
+    """No I/O: the upstream's answer -> one result per recipient."""
+    results = []
+    for r in rcpts:
+        code, text = outcome.refused.get(r.address, (outcome.code, outcome.text))
+        if outcome.ok and r.address not in outcome.refused:
+            results.append(RecipientResult(r.id, "sent", "250 sent"))
+        elif 500 <= code < 600:
+            results.append(RecipientResult(r.id, "bounced", f"{code} {text}".strip()))
+        else:
+            wait = s.retry_intervals[min(r.attempts, len(s.retry_intervals) - 1)]
+            detail = f"{code} {text}".strip() if code else text
+            if now - received_at >= s.max_age:
+                results.append(RecipientResult(r.id, "bounced", f"4.4.7 delivery time expired; last error: {detail}"))
+            else:
+                results.append(RecipientResult(r.id, "deferred", detail, now + wait))
+    return results
+
+
+def enhanced_status(detail: str) -> str:
+    m = _ENHANCED.search(detail)
+    if m:
+        return m.group(1)
+    return "5.0.0" if detail[:1] == "5" else "4.4.7"
+
+
+class DeliveryWorker:
+    def __init__(self, store: Store, upstream: Upstream, settings: DeliverySettings, *,
+                 credentials: Credentials | None = None, clock: Callable[[], float] = time.time,
+                 name: str | None = None) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.s = settings
+        self.credentials = credentials or Credentials()
+        self.clock = clock
+        self.name = name or worker_name()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task] = set()
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            free = self.s.workers - len(self._tasks)
+            claimed = []
+            if free > 0:
+                try:
+                    claimed = await self.store.claim(self.name, self.clock(), free, self.s.lease)
+                except Exception:  # the store is down: keep trying, never die
+                    log.exception("claim failed")
+            for m in claimed:
+                task = asyncio.create_task(self._deliver_safely(m))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            if claimed and len(claimed) == free:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.s.poll)
+            except asyncio.TimeoutError:
+                pass
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """Stop claiming; finish what is in flight (up to grace seconds), release the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.store.release(self.name)
+
+    async def _deliver_safely(self, m: ClaimedMessage) -> None:
+        try:
+            await self.deliver(m)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # a bug, not an outcome: the claim lapses and the mail is retried, never lost
+            log.exception("delivery of %s failed unexpectedly", m.queue_id)
+
+    async def deliver(self, m: ClaimedMessage) -> str:
+        groups: dict[int | None, list[PendingRecipient]] = defaultdict(list)
+        copies: dict[int, CopyRef] = {}
+        for r in m.recipients:
+            key = r.copy.id if r.copy else None
+            groups[key].append(r)
+            if r.copy:
+                copies[r.copy.id] = r.copy
+        login = None
+        if self.s.passthrough:
+            login = self.credentials.get(m.user_id)
+            if login is None:
+                # the user's password lives in memory only: wait for their next login
+                return await self._record(m, judge(
+                    SendOutcome(False, 451, "4.7.0 waiting for the sender's SMTP login (passthrough)"),
+                    m.recipients, received_at=m.received_at, now=self.clock(), s=self.s))
+        results: list[RecipientResult] = []
+        note: str | None = None
+        links_saved = m.links_saved
+        for copy_id, rcpts in groups.items():
+            data = m.body
+            if copy_id is not None:
+                rewritten = rewrite_message(m.body, rewrite_plan(copies[copy_id], self.s))
+                data = rewritten.data
+                if rewritten.skipped:
+                    note = rewritten.skipped
+                    log.info("%s: tracking skipped: %s", m.queue_id, rewritten.skipped)
+                if not links_saved:
+                    # saved before the mail leaves, so the first click already finds its link
+                    await self.store.save_links(m.id, [(link.position, link.url) for link in rewritten.links])
+                    links_saved = True
+                if self.s.dkim_key and data is not m.body:
+                    data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
+                                     private_key=self.s.dkim_key)
+            outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,
+                                               message_id=m.id, login=login)
+            results += judge(outcome, rcpts, received_at=m.received_at, now=self.clock(), s=self.s)
+        return await self._record(m, results, note)
+
+    async def _record(self, m: ClaimedMessage, results: list[RecipientResult], note: str | None = None) -> str:
+        now = self.clock()
+        for r in results:
+            self.counts[r.status] += 1
+        dsn = self._dsn_for(m, results, now)
+        return await self.store.finish(m.id, results, now, note, dsn=dsn)
+
+    def _dsn_for(self, m: ClaimedMessage, results: list[RecipientResult], now: float) -> NewMessage | None:
+        bounced = [r for r in results if r.status == "bounced"]
+        if not bounced or not m.mail_from:  # null-sender mail never gets a DSN
+            return None
+        address = {r.id: r.address for r in m.recipients}
+        failures = [Failure(address[r.recipient_id], enhanced_status(r.detail), r.detail) for r in bounced]
+        data = build_dsn(reporting_mta=self.s.hostname, original_sender=m.mail_from, failures=failures,
+                         original=m.body, queue_id=m.queue_id, arrival=m.received_at, now=now)
+        return NewMessage(
+            queue_id=new_queue_id(), user_id=m.user_id, mail_from="", message_id="",
+            subject="Undelivered Mail Returned to Sender", body=data, received_at=now, client_ip="",
+            recipients=(NewRecipient(m.mail_from, None),), is_dsn=True,
+        )

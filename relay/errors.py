@@ -1,0 +1,34 @@
+"""One error root for the relay; expected outcomes are result values, not exceptions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TrackrelayError(Exception):
+    """Root of every error the relay raises on purpose."""
+
+
+class ConfigError(TrackrelayError, ValueError):
+    """A bad setting: the message names the key (or file) so start-up can print one clear line."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class StartupError(TrackrelayError):
+    """Start-up failed for a reason outside the config file (port taken, store unreachable)."""
+
+
+class StoreUnavailable(TrackrelayError, ConnectionError):
+    """The store cannot be reached or written right now; callers retry later."""
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"

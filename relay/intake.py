@@ -1,0 +1,103 @@
+"""No I/O: turn an accepted envelope into the spool record (tracking plan, copies, tokens)."""
+from __future__ import annotations
+
+import email.header
+import secrets
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Callable, Sequence
+
+from relay.control import read_controls, strip_controls
+from relay.policy import PrivacyRules, UserPolicy, decide
+from relay.store import NewCopy, NewMessage, NewRecipient
+
+_header_parser = BytesHeaderParser(policy=compat32)
+
+
+def new_token() -> str:
+    """144 random bits, URL-safe; carries no personal data."""
+    return secrets.token_urlsafe(18)
+
+
+def new_queue_id() -> str:
+    return secrets.token_hex(6).upper()
+
+
+@dataclass(frozen=True)
+class TrackingRules:
+    default_mode: str = "opt-in"
+    internal_domains: frozenset[str] = frozenset()
+    max_split: int = 50
+
+
+def header_summary(raw: bytes) -> tuple[str, str]:
+    """(Message-ID, Subject decoded for display); robust to broken headers."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    msg = _header_parser.parsebytes(head + b"\r\n\r\n")
+    message_id = str(msg.get("Message-ID", "") or "").strip()
+    subject = msg.get("Subject", "") or ""
+    return message_id, display_header(subject)
+
+
+def display_header(value: object) -> str:
+    text = str(value)
+    try:
+        parts = email.header.decode_header(text)
+        return str(email.header.make_header(parts)).strip()
+    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text.strip()
+
+
+def build_message(
+    raw: bytes,
+    *,
+    queue_id: str,
+    user_id: int | None,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    client_ip: str,
+    now: float,
+    policy: UserPolicy | None,
+    privacy: PrivacyRules,
+    rules: TrackingRules,
+    make_token: Callable[[], str] = new_token,
+) -> NewMessage:
+    control = read_controls(raw)
+    body = strip_controls(raw)
+    message_id, subject = header_summary(body)
+    plan = decide(
+        policy or UserPolicy(mode=rules.default_mode),
+        control,
+        sender=mail_from,
+        recipients=list(rcpt_tos),
+        privacy=privacy,
+        internal_domains=rules.internal_domains or None,
+    )
+    tracked = [r for r in plan.recipients if r.opens or r.clicks or r.text_links]
+    copies: list[NewCopy] = []
+    index: dict[str, int] = {}
+    if len(tracked) > rules.max_split:
+        # one shared copy: its hits cannot name a recipient
+        copies.append(NewCopy(make_token(), None, any(r.opens for r in tracked),
+                              any(r.clicks for r in tracked), any(r.text_links for r in tracked)))
+        index = {r.address: 0 for r in tracked}
+    else:
+        for r in tracked:
+            index[r.address] = len(copies)
+            copies.append(NewCopy(make_token(), r.address, r.opens, r.clicks, r.text_links))
+    return NewMessage(
+        queue_id=queue_id,
+        user_id=user_id,
+        mail_from=mail_from,
+        message_id=message_id,
+        subject=subject,
+        body=body,
+        received_at=now,
+        client_ip=client_ip,
+        recipients=tuple(NewRecipient(r.address, index.get(r.address)) for r in plan.recipients),
+        copies=tuple(copies),
+        track_opens=any(c.opens for c in copies),
+        track_clicks=any(c.clicks or c.text_links for c in copies),
+        sticky_choice=plan.new_sticky_choice,
+    )

@@ -1,0 +1,127 @@
+"""Numbered migrations, run at start-up. Plain SQL kept portable (a PostgreSQL twin follows)."""
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: users, spool, tracking, hits
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE policies (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        mode TEXT NOT NULL,
+        opens INTEGER NOT NULL,
+        clicks INTEGER NOT NULL,
+        notify INTEGER NOT NULL,
+        sticky INTEGER NOT NULL,
+        sticky_choice TEXT
+    );
+    CREATE TABLE sender_ips (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        ip TEXT NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (user_id, ip)
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        queue_id TEXT NOT NULL UNIQUE,
+        user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        mail_from TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        client_ip TEXT NOT NULL,
+        track_opens INTEGER NOT NULL,
+        track_clicks INTEGER NOT NULL,
+        is_dsn INTEGER NOT NULL DEFAULT 0,
+        rewrite_note TEXT,
+        status TEXT NOT NULL DEFAULT 'queued',
+        sent_at REAL,
+        next_attempt_at REAL,
+        locked_by TEXT,
+        locked_until REAL,
+        links_saved INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_due ON messages(next_attempt_at);
+    CREATE INDEX messages_user ON messages(user_id, received_at);
+    CREATE TABLE bodies (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE copies (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        token TEXT NOT NULL UNIQUE,
+        recipient TEXT,
+        opens INTEGER NOT NULL,
+        clicks INTEGER NOT NULL,
+        text_links INTEGER NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX copies_message ON copies(message_id);
+    CREATE TABLE recipients (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        copy_id INTEGER REFERENCES copies(id) ON DELETE SET NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT '',
+        done_at REAL
+    );
+    CREATE INDEX recipients_message ON recipients(message_id);
+    CREATE TABLE links (
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (message_id, position)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        copy_id INTEGER NOT NULL REFERENCES copies(id) ON DELETE CASCADE,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        at REAL NOT NULL,
+        position INTEGER,
+        ip TEXT NOT NULL,
+        user_agent TEXT NOT NULL,
+        class TEXT NOT NULL,
+        implied INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_message ON events(message_id, at);
+    CREATE INDEX events_copy ON events(copy_id);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        recipient TEXT,
+        url TEXT,
+        text TEXT NOT NULL,
+        at REAL NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX notifications_user ON notifications(user_id, at);
+    CREATE TABLE captured (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+        mail_from TEXT NOT NULL,
+        rcpt_tos TEXT NOT NULL,
+        data BLOB NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE do_not_track (entry TEXT PRIMARY KEY, created_at REAL NOT NULL);
+    CREATE TABLE consent (address TEXT PRIMARY KEY, created_at REAL NOT NULL);
+    """,
+]

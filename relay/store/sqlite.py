@@ -1,0 +1,417 @@
+"""SQLite backend: the embedded default (one file under ./var/, WAL, group commit)."""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+from relay.control import Choice
+from relay.errors import StoreUnavailable
+from relay.policy import PrivacyRules, UserPolicy
+from relay.store import (
+    ClaimedMessage,
+    CopyRef,
+    CopyTarget,
+    NewEvent,
+    NewMessage,
+    PendingRecipient,
+    RecipientResult,
+    User,
+)
+from relay.store.schema import MIGRATIONS
+from relay.store.sqlite_reports import ReportsMixin
+from relay.store.sqlite_runner import SqliteRunner, connect
+
+log = logging.getLogger(__name__)
+FINAL = ("sent", "bounced")
+# an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
+CHECKPOINT_EVERY = 5.0
+
+
+class SqliteStore(ReportsMixin):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._runner = SqliteRunner(path)
+        self._last_checkpoint = 0.0
+        self._erased_since_checkpoint = False
+
+    @property
+    def location(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    async def open(self) -> None:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path)
+            _migrate(conn)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(f"cannot open store {self.location}: {e}") from e
+        self._runner.start(conn)
+
+    async def close(self) -> None:
+        if self._erased_since_checkpoint:
+            await self.checkpoint()
+        self._runner.close()
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL back and truncate it, so erased bodies leave no copy behind."""
+        self._erased_since_checkpoint = False
+        self._last_checkpoint = time.monotonic()
+        # outside the writer's transaction: checkpoints cannot run inside one
+        await self._runner.read(_checkpoint)
+
+    # users and credentials
+
+    async def add_user(self, email: str, password_hash: str, is_admin: bool = False) -> User:
+        def job(c: sqlite3.Connection) -> User:
+            cur = c.execute(
+                "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                (email.lower(), password_hash, int(is_admin), time.time()),
+            )
+            return User(cur.lastrowid, email.lower(), is_admin, password_hash)
+
+        return await self._runner.write(job)
+
+    async def user_by_email(self, email: str) -> User | None:
+        return await self._runner.read(
+            lambda c: _user(c.execute("SELECT * FROM users WHERE email = ?", (email.lower(),)).fetchone())
+        )
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        return await self._runner.read(
+            lambda c: _user(c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
+        )
+
+    async def users(self) -> list[User]:
+        return await self._runner.read(
+            lambda c: [_user(r) for r in c.execute("SELECT * FROM users ORDER BY email")]
+        )
+
+    async def set_password(self, email: str, password_hash: str) -> bool:
+        return await self._runner.write(
+            lambda c: c.execute(
+                "UPDATE users SET password_hash = ? WHERE email = ?", (password_hash, email.lower())
+            ).rowcount == 1
+        )
+
+    async def delete_user(self, email: str) -> bool:
+        return await self._runner.write(
+            lambda c: c.execute("DELETE FROM users WHERE email = ?", (email.lower(),)).rowcount == 1
+        )
+
+    async def add_api_token(self, user_id: int, token_hash: str) -> None:
+        await self._runner.write(
+            lambda c: c.execute(
+                "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)",
+                (user_id, token_hash, time.time()),
+            )
+        )
+
+    async def user_by_api_token(self, token_hash: str) -> User | None:
+        return await self._runner.read(
+            lambda c: _user(c.execute(
+                "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                (token_hash,),
+            ).fetchone())
+        )
+
+    async def policy(self, user_id: int) -> UserPolicy | None:
+        return await self._runner.read(lambda c: _policy(c, user_id))
+
+    async def set_policy(self, user_id: int, policy: UserPolicy) -> None:
+        await self._runner.write(lambda c: _put_policy(c, user_id, policy))
+
+    async def privacy_rules(self, addresses: Sequence[str]) -> PrivacyRules:
+        lowered = sorted({a.lower() for a in addresses})
+        keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+
+        def job(c: sqlite3.Connection) -> PrivacyRules:
+            marks = ",".join("?" * len(keys)) or "NULL"
+            dnt = {r[0] for r in c.execute(f"SELECT entry FROM do_not_track WHERE entry IN ({marks})", keys)}
+            marks = ",".join("?" * len(lowered)) or "NULL"
+            ok = {r[0] for r in c.execute(f"SELECT address FROM consent WHERE address IN ({marks})", lowered)}
+            return PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
+
+        return await self._runner.read(job)
+
+    async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
+        return await self._runner.read(
+            lambda c: frozenset(r[0] for r in c.execute(
+                "SELECT ip FROM sender_ips WHERE user_id = ? AND last_seen >= ?", (user_id, since)
+            ))
+        )
+
+    async def note_sender_ip(self, user_id: int, ip: str, now: float) -> None:
+        await self._runner.write(lambda c: _note_ip(c, user_id, ip, now))
+
+    # spool and delivery
+
+    async def spool(self, msg: NewMessage) -> int:
+        return await self._runner.write(lambda c: _spool(c, msg))
+
+    async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
+        return await self._runner.write(lambda c: _claim(c, worker, now, limit, lease))
+
+    async def next_due(self) -> float | None:
+        return await self._runner.read(
+            lambda c: c.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM messages "
+                "WHERE status IN ('queued', 'deferred')"
+            ).fetchone()[0]
+        )
+
+    async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT OR IGNORE INTO links (message_id, position, url) VALUES (?, ?, ?)",
+                [(message_id, pos, url) for pos, url in links],
+            )
+            c.execute("UPDATE messages SET links_saved = 1 WHERE id = ?", (message_id,))
+
+        await self._runner.write(job)
+
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+                     rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
+        def job(c: sqlite3.Connection) -> tuple[str, bool]:
+            if dsn is not None:  # in the same transaction: a bounce is never lost nor sent twice
+                _spool(c, dsn)
+            return _finish(c, message_id, results, now, rewrite_note)
+
+        status, erased = await self._runner.write(job)
+        if erased:
+            self._erased_since_checkpoint = True
+            if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY:
+                await self.checkpoint()
+        return status
+
+    async def release(self, worker: str) -> None:
+        await self._runner.write(
+            lambda c: c.execute(
+                "UPDATE messages SET locked_by = NULL, locked_until = NULL WHERE locked_by = ?", (worker,)
+            )
+        )
+
+    async def capture(self, message_id: int | None, mail_from: str, rcpt_tos: Sequence[str],
+                      data: bytes, now: float) -> None:
+        await self._runner.write(
+            lambda c: c.execute(
+                "INSERT INTO captured (message_id, mail_from, rcpt_tos, data, at) VALUES (?, ?, ?, ?, ?)",
+                (message_id, mail_from, json.dumps(list(rcpt_tos)), data, now),
+            )
+        )
+
+    async def captured(self, message_id: int | None = None) -> list[dict]:
+        def job(c: sqlite3.Connection) -> list[dict]:
+            sql = "SELECT * FROM captured"
+            args: tuple = ()
+            if message_id is not None:
+                sql += " WHERE message_id = ?"
+                args = (message_id,)
+            rows = c.execute(sql + " ORDER BY id", args).fetchall()
+            return [dict(r, rcpt_tos=json.loads(r["rcpt_tos"])) for r in rows]
+
+        return await self._runner.read(job)
+
+    async def message_row(self, message_id: int) -> dict | None:
+        def job(c: sqlite3.Connection) -> dict | None:
+            row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return None
+            out = dict(row)
+            out["recipients"] = [dict(r) for r in c.execute(
+                "SELECT * FROM recipients WHERE message_id = ? ORDER BY id", (message_id,))]
+            out["has_body"] = c.execute(
+                "SELECT 1 FROM bodies WHERE message_id = ?", (message_id,)).fetchone() is not None
+            return out
+
+        return await self._runner.read(job)
+
+    async def queue_counts(self) -> dict[str, int]:
+        return await self._runner.read(
+            lambda c: {r[0]: r[1] for r in c.execute("SELECT status, COUNT(*) FROM messages GROUP BY status")}
+        )
+
+    # hits
+
+    async def copy_target(self, token: str) -> CopyTarget | None:
+        return await self._runner.read(lambda c: _copy_target(c, token))
+
+    async def add_events(self, events: Sequence[NewEvent]) -> None:
+        await self._runner.write(
+            lambda c: c.executemany(
+                "INSERT INTO events (copy_id, message_id, type, at, position, ip, user_agent, class, implied)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
+                 for e in events],
+            )
+        )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("store migrated to version %d", number)
+
+
+def _checkpoint(c: sqlite3.Connection) -> None:
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+
+def _user(row: sqlite3.Row | None) -> User | None:
+    if row is None:
+        return None
+    return User(row["id"], row["email"], bool(row["is_admin"]), row["password_hash"])
+
+
+def _policy(c: sqlite3.Connection, user_id: int) -> UserPolicy | None:
+    row = c.execute("SELECT * FROM policies WHERE user_id = ?", (user_id,)).fetchone()
+    if row is None:
+        return None
+    sticky = Choice(**json.loads(row["sticky_choice"])) if row["sticky_choice"] else None
+    return UserPolicy(mode=row["mode"], opens=bool(row["opens"]), clicks=bool(row["clicks"]),
+                      notify=bool(row["notify"]), sticky=bool(row["sticky"]), sticky_choice=sticky)
+
+
+def _put_policy(c: sqlite3.Connection, user_id: int, p: UserPolicy) -> None:
+    sticky = json.dumps(asdict(p.sticky_choice)) if p.sticky_choice else None
+    c.execute(
+        "INSERT INTO policies (user_id, mode, opens, clicks, notify, sticky, sticky_choice)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET mode = excluded.mode,"
+        " opens = excluded.opens, clicks = excluded.clicks, notify = excluded.notify,"
+        " sticky = excluded.sticky, sticky_choice = excluded.sticky_choice",
+        (user_id, p.mode, int(p.opens), int(p.clicks), int(p.notify), int(p.sticky), sticky),
+    )
+
+
+def _note_ip(c: sqlite3.Connection, user_id: int, ip: str, now: float) -> None:
+    c.execute(
+        "INSERT INTO sender_ips (user_id, ip, last_seen) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = excluded.last_seen",
+        (user_id, ip, now),
+    )
+
+
+def _spool(c: sqlite3.Connection, m: NewMessage) -> int:
+    cur = c.execute(
+        "INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at,"
+        " client_ip, track_opens, track_clicks, is_dsn, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
+         m.client_ip, int(m.track_opens), int(m.track_clicks), int(m.is_dsn), m.received_at),
+    )
+    message_id = cur.lastrowid
+    c.execute("INSERT INTO bodies (message_id, data) VALUES (?, ?)", (message_id, m.body))
+    copy_ids = []
+    for cp in m.copies:
+        cur = c.execute(
+            "INSERT INTO copies (message_id, token, recipient, opens, clicks, text_links) VALUES (?,?,?,?,?,?)",
+            (message_id, cp.token, cp.recipient, int(cp.opens), int(cp.clicks), int(cp.text_links)),
+        )
+        copy_ids.append(cur.lastrowid)
+    c.executemany(
+        "INSERT INTO recipients (message_id, address, copy_id) VALUES (?, ?, ?)",
+        [(message_id, r.address, None if r.copy_index is None else copy_ids[r.copy_index])
+         for r in m.recipients],
+    )
+    if m.user_id is not None:
+        if m.client_ip:
+            _note_ip(c, m.user_id, m.client_ip, m.received_at)
+        if m.sticky_choice is not None:
+            current = _policy(c, m.user_id) or UserPolicy()
+            _put_policy(c, m.user_id, replace(current, sticky_choice=m.sticky_choice))
+    return message_id
+
+
+def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
+    rows = c.execute(
+        "SELECT * FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        " AND (locked_until IS NULL OR locked_until < ?) ORDER BY next_attempt_at LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    claimed = []
+    for row in rows:
+        c.execute("UPDATE messages SET locked_by = ?, locked_until = ? WHERE id = ?",
+                  (worker, now + lease, row["id"]))
+        body = c.execute("SELECT data FROM bodies WHERE message_id = ?", (row["id"],)).fetchone()
+        recipients = tuple(
+            PendingRecipient(
+                r["id"], r["address"], r["attempts"],
+                None if r["copy_id"] is None else CopyRef(
+                    r["copy_id"], r["token"], r["crecipient"], bool(r["opens"]), bool(r["clicks"]),
+                    bool(r["text_links"])),
+            )
+            for r in c.execute(
+                "SELECT r.*, k.token, k.recipient AS crecipient, k.opens, k.clicks, k.text_links"
+                " FROM recipients r LEFT JOIN copies k ON k.id = r.copy_id"
+                " WHERE r.message_id = ? AND r.status IN ('queued', 'deferred') ORDER BY r.id",
+                (row["id"],),
+            )
+        )
+        if body is None:  # cannot happen while recipients are pending; never deliver nothing
+            log.error("message %s has pending recipients but no body", row["queue_id"])
+            continue
+        claimed.append(ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"],
+                                      row["received_at"], bytes(body[0]), recipients,
+                                      bool(row["links_saved"])))
+    return claimed
+
+
+def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
+            rewrite_note: str | None) -> tuple[str, bool]:
+    for r in results:
+        done = now if r.status in FINAL else None
+        c.execute(
+            "UPDATE recipients SET status = ?, attempts = attempts + 1, detail = ?, done_at = ? WHERE id = ?",
+            (r.status, r.detail, done, r.recipient_id),
+        )
+        if r.status == "sent":
+            c.execute(
+                "UPDATE copies SET delivered_at = COALESCE(delivered_at, ?) WHERE id ="
+                " (SELECT copy_id FROM recipients WHERE id = ?)", (now, r.recipient_id))
+    counts = {row[0]: row[1] for row in c.execute(
+        "SELECT status, COUNT(*) FROM recipients WHERE message_id = ? GROUP BY status", (message_id,))}
+    pending = counts.get("queued", 0) + counts.get("deferred", 0)
+    next_at = min((r.next_attempt_at for r in results if r.status == "deferred" and r.next_attempt_at),
+                  default=now)
+    if pending:
+        status = "deferred"
+    elif counts.get("bounced"):
+        status = "partial" if counts.get("sent") else "bounced"
+    else:
+        status = "sent"
+    c.execute(
+        "UPDATE messages SET status = ?, next_attempt_at = ?, locked_by = NULL, locked_until = NULL,"
+        " sent_at = CASE WHEN ? > 0 THEN COALESCE(sent_at, ?) ELSE sent_at END,"
+        " rewrite_note = COALESCE(?, rewrite_note) WHERE id = ?",
+        (status, next_at, counts.get("sent", 0), now, rewrite_note, message_id),
+    )
+    erased = False
+    if not pending:
+        erased = c.execute("DELETE FROM bodies WHERE message_id = ?", (message_id,)).rowcount > 0
+    return status, erased
+
+
+def _copy_target(c: sqlite3.Connection, token: str) -> CopyTarget | None:
+    row = c.execute(
+        "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id FROM copies k"
+        " JOIN messages m ON m.id = k.message_id WHERE k.token = ?", (token,)
+    ).fetchone()
+    if row is None:
+        return None
+    links = {r[0]: r[1] for r in c.execute(
+        "SELECT position, url FROM links WHERE message_id = ?", (row["message_id"],))}
+    return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"],
+                      row["delivered_at"], links)

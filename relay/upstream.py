@@ -1,0 +1,138 @@
+"""Where delivered mail goes: a real SMTP server (pooled connections) or the built-in capture."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import aiosmtplib
+
+from relay.config import UpstreamTarget
+from relay.store import Store
+
+log = logging.getLogger(__name__)
+IDLE_CLOSE = 30.0
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What the upstream said. code 0 means no answer at all (connection, timeout)."""
+
+    ok: bool
+    code: int = 250
+    text: str = ""
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # per-recipient refusals
+
+
+class Upstream(Protocol):
+    async def send(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
+                   message_id: int | None = None, login: tuple[str, str] | None = None) -> SendOutcome: ...
+    async def close(self) -> None: ...
+
+
+class CaptureUpstream:
+    """Keeps delivered mail in the store, so a newcomer can try the whole loop on one machine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def send(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
+                   message_id: int | None = None, login: tuple[str, str] | None = None) -> SendOutcome:
+        await self.store.capture(message_id, mail_from, rcpt_tos, data, time.time())
+        return SendOutcome(True, 250, "captured")
+
+    async def close(self) -> None:
+        pass
+
+
+class SmtpUpstream:
+    """aiosmtplib connections kept open and reused, one pool per login."""
+
+    def __init__(self, target: UpstreamTarget, *, username: str = "", password: str = "",
+                 timeout: float = 60.0, pool_size: int = 20, ca_file: str = "") -> None:
+        self.target = target
+        self.relay_login = (username, password) if username else None
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self.tls_context = ssl.create_default_context(cafile=ca_file or None)
+        self._idle: dict[tuple[str, str] | None, list[tuple[aiosmtplib.SMTP, float]]] = {}
+        self._slots = asyncio.Semaphore(pool_size)
+
+    async def send(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
+                   message_id: int | None = None, login: tuple[str, str] | None = None) -> SendOutcome:
+        login = login or self.relay_login
+        async with self._slots:
+            try:
+                conn = await self._acquire(login)
+            except aiosmtplib.SMTPAuthenticationError as e:
+                return SendOutcome(False, e.code, f"upstream refused our login: {e.message}")
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+                return SendOutcome(False, 0, f"cannot reach upstream {self.target.host}:{self.target.port}: {e}")
+            outcome, reusable = await _transact(conn, mail_from, rcpt_tos, data)
+            if reusable:
+                self._idle.setdefault(login, []).append((conn, time.monotonic()))
+            else:
+                await _quietly_close(conn)
+            return outcome
+
+    async def _acquire(self, login: tuple[str, str] | None) -> aiosmtplib.SMTP:
+        idle = self._idle.get(login, [])
+        while idle:
+            conn, since = idle.pop()
+            if conn.is_connected and time.monotonic() - since < IDLE_CLOSE:
+                return conn
+            await _quietly_close(conn)
+        kind = self.target.kind
+        conn = aiosmtplib.SMTP(
+            hostname=self.target.host, port=self.target.port, timeout=self.timeout,
+            use_tls=kind == "smtps", start_tls=kind == "starttls", tls_context=self.tls_context,
+        )
+        await conn.connect()
+        if login:
+            await conn.login(*login)
+        return conn
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for conn, _ in conns:
+                await _quietly_close(conn)
+        self._idle.clear()
+
+
+async def _transact(conn: aiosmtplib.SMTP, mail_from: str, rcpt_tos: Sequence[str],
+                    data: bytes) -> tuple[SendOutcome, bool]:
+    """One MAIL/RCPT/DATA; (outcome, whether the connection can be reused)."""
+    try:
+        # SMTP.sendmail, not aiosmtplib.send: the latter refuses the null sender DSNs need
+        errors, _ = await conn.sendmail(mail_from, list(rcpt_tos), data)
+    except aiosmtplib.SMTPRecipientsRefused as e:
+        refused = {r.recipient: (r.code, r.message) for r in e.recipients}
+        await _reset(conn)
+        return SendOutcome(False, 550, "all recipients refused", refused), conn.is_connected
+    except aiosmtplib.SMTPResponseException as e:
+        await _reset(conn)
+        return SendOutcome(False, e.code, e.message), conn.is_connected
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+        return SendOutcome(False, 0, f"upstream connection failed: {e}"), False
+    refused = {rcpt: (resp.code, resp.message) for rcpt, resp in errors.items()}
+    return SendOutcome(True, 250, "sent", refused), True
+
+
+async def _reset(conn: aiosmtplib.SMTP) -> None:
+    if not conn.is_connected:
+        return
+    try:
+        await conn.rset()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        await _quietly_close(conn)
+
+
+async def _quietly_close(conn: aiosmtplib.SMTP) -> None:
+    try:
+        if conn.is_connected:
+            await conn.quit()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        conn.close()

@@ -1,0 +1,123 @@
+"""Real servers on port 0: an aiosmtpd sink as the upstream, the relay app in-process."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay import config as config_mod
+from relay.app import App
+from relay.auth import hash_password
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = "correct horse battery"
+_HASH = hash_password(PASSWORD)
+
+
+def require_tool(name: str) -> str:
+    """A missing external tool skips locally and fails in CI."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class Sink:
+    """Upstream stand-in: records what it receives; `replies` scripts answers to DATA."""
+
+    messages: list[Received] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.replies:
+            return self.replies.pop(0)
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.arrived.set()
+        return "250 2.0.0 Ok: queued"
+
+    async def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
+        async def enough() -> None:
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.messages
+
+
+class SinkSMTP(SMTP):
+    line_length_limit = 1 << 20  # the sink must not be the part that refuses long lines
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    recorder = Sink()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SinkSMTP(recorder, data_size_limit=None, enable_SMTPUTF8=True, loop=loop), "127.0.0.1", 0)
+    recorder.port = server.sockets[0].getsockname()[1]
+    yield recorder
+    server.close()
+
+
+def make_config(tmp_path: Path, upstream: str = "capture:", **overrides: str) -> config_mod.Config:
+    env = {
+        "TRACKRELAY_SMTP_LISTEN": "127.0.0.1:0",
+        "TRACKRELAY_SMTP_HOSTNAME": "relay.test",
+        "TRACKRELAY_HTTP_LISTEN": "127.0.0.1:0",
+        "TRACKRELAY_ADMIN_LISTEN": "127.0.0.1:0",
+        "TRACKRELAY_STORE_URL": f"sqlite:///{tmp_path}/relay.db",
+        "TRACKRELAY_UPSTREAM_URL": upstream,
+        "TRACKRELAY_DELIVERY_RETRY_INTERVALS": "1s",
+        "TRACKRELAY_UPSTREAM_TIMEOUT": "10",
+    }
+    env.update({f"TRACKRELAY_{k.upper()}": v for k, v in overrides.items()})
+    return config_mod.load(None, env)
+
+
+@pytest.fixture
+async def start_app(tmp_path: Path) -> AsyncIterator[Callable]:
+    """start_app(cfg=None, **App kwargs) -> a started App; every one is stopped after the test."""
+    apps: list[App] = []
+
+    async def start(cfg: config_mod.Config | None = None, **kwargs) -> App:
+        app = App(cfg or make_config(tmp_path), **kwargs)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in reversed(apps):
+        await app.stop()
+
+
+async def add_user(app: App, email: str = "alice@example.com", *, admin: bool = False):
+    return await app.store.add_user(email, _HASH, admin)
