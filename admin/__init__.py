@@ -1,0 +1,23 @@
+"""The admin listener: JSON API, /healthz, /metrics (and, later, the HTML panel).
+
+make_admin_app builds the aiohttp application; each part registers its own routes
+(admin/ops.py, admin/api.py under /api/v1/; a panel module adds its pages the same way).
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin import api, ops
+from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
+from relay.metrics import Metrics
+from relay.store import Store
+
+
+def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = AdminSettings()) -> web.Application:
+    app = web.Application(middlewares=[api.json_errors])
+    app[STORE] = store
+    app[METRICS] = metrics
+    app[SETTINGS] = settings
+    ops.add_routes(app)
+    app.add_subapp("/api/v1/", api.make_api_app())
+    return app

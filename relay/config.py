@@ -131,6 +131,7 @@ class Config:
     source: str = "built-in defaults"
 
 
+_MISSING = object()
 DURATION_KEYS = {
     ("tracking", "machine_window"),
     ("delivery", "retry_intervals"),
@@ -204,10 +205,11 @@ def _build_section(name: str, factory: Any, values: Any, environ: Mapping[str, s
     for f in fields(defaults):
         key = f"{name}.{f.name}"
         env_name = f"{ENV_PREFIX}{name.upper()}_{f.name.upper()}"
+        in_file = values.pop(f.name, _MISSING)
         if env_name in environ:
             value: Any = _from_env(environ[env_name], getattr(defaults, f.name), key)
-        elif f.name in values:
-            value = values.pop(f.name)
+        elif in_file is not _MISSING:
+            value = in_file
         else:
             continue
         kwargs[f.name] = _coerce(value, getattr(defaults, f.name), key, (name, f.name) in DURATION_KEYS)

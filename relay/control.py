@@ -273,7 +273,7 @@ def _decode_word(m: re.Match[str]) -> _Word | None:
         codecs.lookup(charset.split("*")[0])
         text = data.decode(charset.split("*")[0])
     except (binascii.Error, LookupError, UnicodeError, ValueError):
-        return None  # undecodable: treated as plain text, never rewritten
+        return None
     return _Word(m.group(0), charset, enc, text)
 
 
@@ -281,9 +281,8 @@ def _atoms(value: str) -> list:
     atoms: list = []
     pos = 0
     for m in _EW.finditer(value):
-        word = _decode_word(m)
-        if word is None:
-            continue
+        # An undecodable word stays as it is: one opaque character no tag can match.
+        word = _decode_word(m) or _Word(m.group(0), "", "", "\ufffd")
         atoms.extend([c, True] for c in value[pos:m.start()])
         atoms.append(word)
         pos = m.end()
@@ -338,6 +337,12 @@ def _bad_joins(value: str) -> int:
     return bad
 
 
+def _folds(atoms: list, entry: tuple[str, int, int]) -> bool:
+    """Whether a shown raw character is the blank that starts a folded line."""
+    _, i, j = entry
+    return j < 0 and i > 0 and not isinstance(atoms[i - 1], _Word) and atoms[i - 1][0] == "\n"
+
+
 def _remove_tags(atoms: list) -> bool:
     """Delete every tag and one blank next to it; True if anything was deleted."""
     removed = False
@@ -361,7 +366,8 @@ def _remove_tags(atoms: list) -> bool:
         elif left == 0:
             candidates = [(a, right)]              # at the start: keep only the blank after "Subject:"
         elif left < a and right > b:
-            candidates = [(a, right), (left, b)]   # between words: one blank stays
+            # between words: one blank stays; keep a fold's blank (and so the fold)
+            candidates = [(left, b), (a, right)] if _folds(atoms, shown[b]) else [(a, right), (left, b)]
         else:
             candidates = []
         for lo, hi in candidates + [(a, b)]:

@@ -149,8 +149,14 @@ class DeliveryWorker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # a bug, not an outcome: the claim lapses and the mail is retried, never lost
+            # a bug, not an outcome: defer the mail (retried later, never lost)
             log.exception("delivery of %s failed unexpectedly", m.queue_id)
+            outcome = SendOutcome(False, 451, "4.3.0 internal error in the relay")
+            try:
+                await self._record(m, judge(outcome, m.recipients, received_at=m.received_at,
+                                            now=self.clock(), s=self.s))
+            except Exception:  # the store is down too: the claim lapses and the mail is retried
+                log.exception("could not defer %s", m.queue_id)
 
     async def deliver(self, m: ClaimedMessage) -> str:
         groups: dict[int | None, list[PendingRecipient]] = defaultdict(list)

@@ -107,7 +107,8 @@ async def _transact(conn: aiosmtplib.SMTP, mail_from: str, rcpt_tos: Sequence[st
     """One MAIL/RCPT/DATA; (outcome, whether the connection can be reused)."""
     try:
         # SMTP.sendmail, not aiosmtplib.send: the latter refuses the null sender DSNs need
-        errors, _ = await conn.sendmail(mail_from, list(rcpt_tos), data)
+        errors, _ = await conn.sendmail(mail_from, list(rcpt_tos), data, mail_options=mail_options(
+            mail_from, rcpt_tos, data))
     except aiosmtplib.SMTPRecipientsRefused as e:
         refused = {r.recipient: (r.code, r.message) for r in e.recipients}
         await _reset(conn)
@@ -119,6 +120,16 @@ async def _transact(conn: aiosmtplib.SMTP, mail_from: str, rcpt_tos: Sequence[st
         return SendOutcome(False, 0, f"upstream connection failed: {e}"), False
     refused = {rcpt: (resp.code, resp.message) for rcpt, resp in errors.items()}
     return SendOutcome(True, 250, "sent", refused), True
+
+
+def mail_options(mail_from: str, rcpt_tos: Sequence[str], data: bytes) -> list[str]:
+    """SMTPUTF8 for non-ASCII addresses, BODY=8BITMIME for 8-bit content (RFC 6531, RFC 6152)."""
+    options = []
+    if not data.isascii():
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in (mail_from, *rcpt_tos)):
+        options.append("SMTPUTF8")
+    return options
 
 
 async def _reset(conn: aiosmtplib.SMTP) -> None:

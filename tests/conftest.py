@@ -59,7 +59,8 @@ class Sink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.replies:
             return self.replies.pop(0)
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from  # aiosmtpd spells the null sender <>
+        self.messages.append(Received(sender, list(envelope.rcpt_tos), envelope.original_content))
         self.arrived.set()
         return "250 2.0.0 Ok: queued"
 

@@ -119,6 +119,79 @@ class NewEvent:
     implied: bool = False
 
 
+@dataclass(frozen=True)
+class HitCounts:
+    """Counts over a set of events. Implied opens (a click on a copy whose open was not
+    seen) count as opens of the click's class; machine hits count in opens/clicks only."""
+
+    opens: int = 0
+    human_opens: int = 0
+    clicks: int = 0
+    human_clicks: int = 0
+    first_open_at: float | None = None
+    last_open_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    address: str
+    status: str
+    tracked: bool
+    shared: bool  # the copy went to several recipients: counts are that shared copy's
+    counts: HitCounts
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    position: int
+    url: str
+    clicks: int
+    human_clicks: int
+
+
+@dataclass(frozen=True)
+class EventReport:
+    type: str
+    at: float
+    recipient: str | None
+    url: str | None
+    ip: str
+    user_agent: str
+    cls: str
+    implied: bool
+
+
+@dataclass(frozen=True)
+class MessageReport:
+    id: int
+    user_id: int | None
+    message_id: str
+    subject: str
+    received_at: float
+    sent_at: float | None  # first delivery to any recipient
+    status: str
+    track_opens: bool
+    track_clicks: bool
+    counts: HitCounts
+    recipients: tuple[RecipientReport, ...]
+    links: tuple[LinkReport, ...] = ()
+    events: tuple[EventReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    message_id: int | None  # the store's id, as in /api/v1/messages/<id>
+    message_header_id: str  # the mail's Message-ID
+    subject: str
+    type: str  # "open" | "click"
+    recipient: str | None
+    url: str | None
+    text: str
+    at: float
+    read: bool
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -148,6 +221,16 @@ class Store(Protocol):
     # hits
     async def copy_target(self, token: str) -> CopyTarget | None: ...
     async def add_events(self, events: Sequence[NewEvent]) -> None: ...
+    async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]: ...
+    async def record_hits(self, events: Sequence[NewEvent]) -> int: ...
+
+    # reports (JSON API, panel, metrics); user_id None = every user's mail
+    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None,
+                              limit: int = 100, offset: int = 0) -> list[MessageReport]: ...
+    async def message_report(self, message_id: int, user_id: int | None,
+                             max_events: int = 10000) -> MessageReport | None: ...
+    async def notifications(self, user_id: int, limit: int = 100) -> list[Notification]: ...
+    async def queue_counts(self) -> dict[str, int]: ...
 
 
 def open_store(url: str) -> Store:

@@ -1,6 +1,236 @@
-"""SQLite queries behind the JSON API and the panel (reports over messages, hits, notifications)."""
+"""SQLite queries behind the hits recorder, the JSON API and the panel.
+
+Counting rules (DESIGN "JSON API"): every hit is an event; ``opens``/``clicks`` count
+every open/click event, ``human_*`` only class ``human``. A click on a copy with no open
+of the click's class yet also records an *implied* open (same time, IP, user agent and
+class, ``implied = 1``), so "clicked but images were blocked" still reads as opened.
+"""
 from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+from relay.errors import StoreUnavailable
+from relay.store import (
+    EventReport,
+    HitCounts,
+    LinkReport,
+    MessageReport,
+    NewEvent,
+    Notification,
+    RecipientReport,
+)
+
+if TYPE_CHECKING:
+    from relay.store.sqlite_runner import SqliteRunner
+
+_INSERT_EVENT = (
+    "INSERT INTO events (copy_id, message_id, type, at, position, ip, user_agent, class, implied)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_COUNT_COLUMNS = (
+    "COALESCE(SUM(type = 'open'), 0), COALESCE(SUM(type = 'open' AND class = 'human'), 0),"
+    " COALESCE(SUM(type = 'click'), 0), COALESCE(SUM(type = 'click' AND class = 'human'), 0),"
+    " MIN(CASE WHEN type = 'open' THEN at END), MAX(CASE WHEN type = 'open' THEN at END)"
+)
 
 
 class ReportsMixin:
     """Mixed into SqliteStore; uses its self._runner."""
+
+    _runner: SqliteRunner
+
+    async def record_hits(self, events: Sequence[NewEvent]) -> int:
+        """Insert a batch of hits, their implied opens and the in-app notifications they
+        cause, in one transaction. Returns the number of hit events stored (events whose
+        copy was erased meanwhile are skipped)."""
+        return await self._runner.write(lambda c: _guarded(_record_hits, c, events))
+
+    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None,
+                              limit: int = 100, offset: int = 0) -> list[MessageReport]:
+        def job(c: sqlite3.Connection) -> list[MessageReport]:
+            sql = "SELECT * FROM messages WHERE is_dsn = 0"
+            args: list[Any] = []
+            if user_id is not None:
+                sql += " AND user_id = ?"
+                args.append(user_id)
+            if tracked is not None:
+                sql += " AND (track_opens = 1 OR track_clicks = 1) = ?"
+                args.append(int(tracked))
+            sql += " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?"
+            rows = c.execute(sql, [*args, limit, offset]).fetchall()
+            return _reports(c, rows)
+
+        return await self._runner.read(lambda c: _guarded(job, c))
+
+    async def message_report(self, message_id: int, user_id: int | None,
+                             max_events: int = 10000) -> MessageReport | None:
+        def job(c: sqlite3.Connection) -> MessageReport | None:
+            sql = "SELECT * FROM messages WHERE id = ? AND is_dsn = 0"
+            args: list[Any] = [message_id]
+            if user_id is not None:
+                sql += " AND user_id = ?"
+                args.append(user_id)
+            row = c.execute(sql, args).fetchone()
+            if row is None:
+                return None
+            [report] = _reports(c, [row])
+            return _with_details(c, report, max_events)
+
+        return await self._runner.read(lambda c: _guarded(job, c))
+
+    async def notifications(self, user_id: int, limit: int = 100) -> list[Notification]:
+        def job(c: sqlite3.Connection) -> list[Notification]:
+            rows = c.execute(
+                "SELECT n.*, m.message_id AS header_id, m.subject FROM notifications n"
+                " LEFT JOIN messages m ON m.id = n.message_id WHERE n.user_id = ?"
+                " ORDER BY n.at DESC, n.id DESC LIMIT ?", (user_id, limit)).fetchall()
+            return [Notification(r["id"], r["message_id"], r["header_id"] or "", r["subject"] or "", r["type"],
+                                 r["recipient"], r["url"], r["text"], r["at"], bool(r["read"])) for r in rows]
+
+        return await self._runner.read(lambda c: _guarded(job, c))
+
+
+def _guarded(job: Any, c: sqlite3.Connection, *args: Any) -> Any:
+    # A locked or broken database inside a job is an outage the caller retries, not a bug.
+    try:
+        return job(c, *args)
+    except sqlite3.OperationalError as e:
+        raise StoreUnavailable(f"store unavailable: {e}") from e
+
+
+class _BatchState:
+    """What one batch has learnt about its copies and users, so a hot copy costs one query."""
+
+    def __init__(self, c: sqlite3.Connection) -> None:
+        self.c = c
+        self.copies: dict[int, sqlite3.Row | None] = {}
+        self.notify: dict[int, bool] = {}
+        self.opened: dict[tuple[int, str], bool] = {}
+
+    def copy(self, copy_id: int) -> sqlite3.Row | None:
+        if copy_id not in self.copies:
+            self.copies[copy_id] = self.c.execute(
+                "SELECT k.recipient, k.message_id, m.user_id, m.subject FROM copies k"
+                " JOIN messages m ON m.id = k.message_id WHERE k.id = ?", (copy_id,)).fetchone()
+        return self.copies[copy_id]
+
+    def has_open(self, copy_id: int, cls: str) -> bool:
+        key = (copy_id, cls)
+        if key not in self.opened:
+            self.opened[key] = self.c.execute(
+                "SELECT 1 FROM events WHERE copy_id = ? AND type = 'open' AND class = ? LIMIT 1",
+                key).fetchone() is not None
+        return self.opened[key]
+
+    def wants_notice(self, user_id: int | None) -> bool:
+        if user_id is None:
+            return False
+        if user_id not in self.notify:
+            row = self.c.execute("SELECT notify FROM policies WHERE user_id = ?", (user_id,)).fetchone()
+            self.notify[user_id] = True if row is None else bool(row[0])  # UserPolicy.notify defaults on
+        return self.notify[user_id]
+
+
+def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
+    state = _BatchState(c)
+    stored = 0
+    for e in events:
+        info = state.copy(e.copy_id)
+        if info is None:  # the copy was erased (purge, erase) after the hit arrived
+            continue
+        if e.type == "click" and not state.has_open(e.copy_id, e.cls):
+            _open(state, info, e, implied=True)
+        if e.type == "open":
+            _open(state, info, e, implied=e.implied)
+        else:
+            c.execute(_INSERT_EVENT, (e.copy_id, info["message_id"], e.type, e.at, e.position, e.ip,
+                                      e.user_agent, e.cls, int(e.implied)))
+            if e.cls == "human" and state.wants_notice(info["user_id"]):
+                url = c.execute("SELECT url FROM links WHERE message_id = ? AND position = ?",
+                                (info["message_id"], e.position)).fetchone()
+                _notice(c, info, "click", e.at, url[0] if url else None)
+        stored += 1
+    return stored
+
+
+def _open(state: _BatchState, info: sqlite3.Row, e: NewEvent, *, implied: bool) -> None:
+    first_human = e.cls == "human" and not state.has_open(e.copy_id, "human")
+    state.c.execute(_INSERT_EVENT, (e.copy_id, info["message_id"], "open", e.at, None, e.ip, e.user_agent,
+                                    e.cls, int(implied)))
+    state.opened[(e.copy_id, e.cls)] = True
+    if first_human and state.wants_notice(info["user_id"]):
+        _notice(state.c, info, "open", e.at, None)
+
+
+def _notice(c: sqlite3.Connection, info: sqlite3.Row, kind: str, at: float, url: str | None) -> None:
+    who = info["recipient"] or "a recipient"
+    subject = info["subject"] or "(no subject)"
+    text = f"{who} opened \u201c{subject}\u201d" if kind == "open" else f"{who} clicked {url} in \u201c{subject}\u201d"
+    c.execute(
+        "INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at) VALUES (?,?,?,?,?,?,?)",
+        (info["user_id"], info["message_id"], kind, info["recipient"], url, text, at))
+
+
+def _counts(row: Sequence[Any] | None) -> HitCounts:
+    if row is None:
+        return HitCounts()
+    return HitCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4], row[5])
+
+
+def _add(a: HitCounts, b: HitCounts) -> HitCounts:
+    firsts = [t for t in (a.first_open_at, b.first_open_at) if t is not None]
+    lasts = [t for t in (a.last_open_at, b.last_open_at) if t is not None]
+    return HitCounts(a.opens + b.opens, a.human_opens + b.human_opens, a.clicks + b.clicks,
+                     a.human_clicks + b.human_clicks, min(firsts, default=None), max(lasts, default=None))
+
+
+def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[MessageReport]:
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    marks = ",".join("?" * len(ids))
+    per_copy = {r[0]: _counts(r[1:]) for r in c.execute(
+        f"SELECT copy_id, {_COUNT_COLUMNS} FROM events WHERE message_id IN ({marks}) GROUP BY copy_id", ids)}
+    recipients: dict[int, list[RecipientReport]] = {i: [] for i in ids}
+    for r in c.execute(
+            "SELECT r.message_id, r.address, r.status, r.copy_id, k.recipient AS copy_recipient FROM recipients r"
+            f" LEFT JOIN copies k ON k.id = r.copy_id WHERE r.message_id IN ({marks}) ORDER BY r.id", ids):
+        tracked = r["copy_id"] is not None
+        recipients[r["message_id"]].append(RecipientReport(
+            r["address"], r["status"], tracked, tracked and r["copy_recipient"] is None,
+            per_copy.get(r["copy_id"], HitCounts())))
+    totals: dict[int, HitCounts] = {}
+    for k in c.execute(f"SELECT id, message_id FROM copies WHERE message_id IN ({marks})", ids):
+        totals[k[1]] = _add(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
+    return [
+        MessageReport(
+            id=r["id"], user_id=r["user_id"], message_id=r["message_id"], subject=r["subject"],
+            received_at=r["received_at"], sent_at=r["sent_at"], status=r["status"],
+            track_opens=bool(r["track_opens"]), track_clicks=bool(r["track_clicks"]),
+            counts=totals.get(r["id"], HitCounts()), recipients=tuple(recipients[r["id"]]),
+        )
+        for r in rows
+    ]
+
+
+def _with_details(c: sqlite3.Connection, report: MessageReport, max_events: int) -> MessageReport:
+    clicks = {r[0]: (int(r[1]), int(r[2])) for r in c.execute(
+        "SELECT position, COUNT(*), COALESCE(SUM(class = 'human'), 0) FROM events"
+        " WHERE message_id = ? AND type = 'click' GROUP BY position", (report.id,))}
+    links = tuple(
+        LinkReport(r["position"], r["url"], *clicks.get(r["position"], (0, 0)))
+        for r in c.execute("SELECT position, url FROM links WHERE message_id = ? ORDER BY position", (report.id,))
+    )
+    events = tuple(
+        EventReport(r["type"], r["at"], r["recipient"], r["url"], r["ip"], r["user_agent"], r["class"],
+                    bool(r["implied"]))
+        for r in c.execute(
+            "SELECT e.type, e.at, e.ip, e.user_agent, e.class, e.implied, k.recipient,"
+            " CASE WHEN e.type = 'click' THEN l.url END AS url FROM events e"
+            " JOIN copies k ON k.id = e.copy_id"
+            " LEFT JOIN links l ON l.message_id = e.message_id AND l.position = e.position"
+            " WHERE e.message_id = ? ORDER BY e.at, e.id LIMIT ?", (report.id, max_events))
+    )
+    return replace(report, links=links, events=events)

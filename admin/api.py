@@ -1,0 +1,210 @@
+"""The JSON API (/api/v1, bearer tokens): messages with their opens and clicks,
+notifications, the user's tracking policy. Per-user scoped: a user sees only their own
+mail (admins everyone's only with admin.admins_see_all); another user's id is a 404.
+
+Values a recipient controls (user agents, URLs, subjects) are returned exactly as stored;
+JSON escaping (plus \\u003c/\\u003e/\\u0026, so a careless HTML embed stays inert) is all
+the treatment they get here - display escaping is the panel's job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from admin.keys import SETTINGS, STORE, USER, request_user
+from relay.auth import token_hash
+from relay.errors import StoreUnavailable
+from relay.policy import UserPolicy, parse_policy_updates
+from relay.store import EventReport, HitCounts, LinkReport, MessageReport, Notification, RecipientReport
+
+PREFIX = "/api/"
+MAX_LIMIT = 1000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_api_app() -> web.Application:
+    """Mounted at /api/v1/ by make_admin_app; the bearer check applies to these routes only."""
+    api = web.Application(middlewares=[bearer_auth])
+    api.router.add_get("/messages", list_messages)
+    api.router.add_get("/messages/{id}", get_message)
+    api.router.add_get("/notifications", list_notifications)
+    api.router.add_get("/policy", get_policy)
+    api.router.add_put("/policy", put_policy)
+    return api
+
+
+# responses and errors
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # valid JSON escapes that keep the document inert if someone pastes it into HTML
+    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return web.Response(body=text.encode("utf-8"), status=status,
+                        headers={"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff", **(headers or {})})
+
+
+def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": message}, status, headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On the admin app: anything going wrong under /api/ answers JSON, never an HTML page."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = {404: "not found", 405: "method not allowed"}.get(e.status, e.reason)
+        return api_error(e.status, message, {k: v for k, v in e.headers.items() if k.lower() == "allow"})
+    except StoreUnavailable:
+        return api_error(503, "store unavailable, try again", {"Retry-After": "5"})
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return api_error(401, "missing bearer token (Authorization: Bearer <token>)",
+                         {"WWW-Authenticate": 'Bearer realm="trackrelay"'})
+    user = await request.config_dict[STORE].user_by_api_token(token_hash(token))
+    if user is None:
+        return api_error(401, "invalid or revoked token",
+                         {"WWW-Authenticate": 'Bearer realm="trackrelay", error="invalid_token"'})
+    request[USER] = user
+    return await handler(request)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _scope(request: web.Request) -> int | None:
+    """The user whose mail this request may see; None = everyone's."""
+    user = request_user(request)
+    return None if user.is_admin and request.config_dict[SETTINGS].admins_see_all else user.id
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
+    return int(raw)
+
+
+# views
+
+def _counts(c: HitCounts) -> dict[str, Any]:
+    return {"opens": c.opens, "human_opens": c.human_opens, "clicks": c.clicks, "human_clicks": c.human_clicks}
+
+
+def _recipient(r: RecipientReport) -> dict[str, Any]:
+    return {"address": r.address, **_counts(r.counts), "first_open_at": rfc3339(r.counts.first_open_at),
+            "last_open_at": rfc3339(r.counts.last_open_at), "status": r.status, "tracked": r.tracked,
+            "shared": r.shared}
+
+
+def _message(m: MessageReport) -> dict[str, Any]:
+    return {
+        "id": m.id, "message_id": m.message_id, "subject": m.subject,
+        "sent_at": rfc3339(m.received_at), "delivered_at": rfc3339(m.sent_at), "status": m.status,
+        "tracked": {"opens": m.track_opens, "clicks": m.track_clicks},
+        **_counts(m.counts),
+        "first_open_at": rfc3339(m.counts.first_open_at), "last_open_at": rfc3339(m.counts.last_open_at),
+        "recipients": [_recipient(r) for r in m.recipients],
+    }
+
+
+def _link(link: LinkReport) -> dict[str, Any]:
+    return {"url": link.url, "clicks": link.clicks, "human_clicks": link.human_clicks, "position": link.position}
+
+
+def _event(e: EventReport) -> dict[str, Any]:
+    return {"type": e.type, "at": rfc3339(e.at), "recipient": e.recipient, "url": e.url, "ip": e.ip,
+            "user_agent": e.user_agent, "class": e.cls, "implied": e.implied}
+
+
+def _notification(n: Notification) -> dict[str, Any]:
+    return {"id": n.id, "type": n.type, "at": rfc3339(n.at), "read": n.read, "recipient": n.recipient,
+            "url": n.url, "text": n.text,
+            "message": {"id": n.message_id, "message_id": n.message_header_id, "subject": n.subject}}
+
+
+def policy_json(p: UserPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": p.mode, "opens": p.opens, "clicks": p.clicks, "notify": p.notify,
+                           "sticky": p.sticky, "sticky_choice": None}
+    if p.sticky_choice is not None:
+        out["sticky_choice"] = dataclasses.asdict(p.sticky_choice)
+    return out
+
+
+# handlers
+
+async def list_messages(request: web.Request) -> web.Response:
+    tracked_raw = request.query.get("tracked")
+    tracked: bool | None = None
+    if tracked_raw is not None:
+        if tracked_raw.lower() not in ("1", "true", "0", "false"):
+            raise web.HTTPBadRequest(reason="tracked: expected 1 or 0")
+        tracked = tracked_raw.lower() in ("1", "true")
+    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    reports = await request.config_dict[STORE].message_reports(_scope(request), tracked=tracked,
+                                                               limit=limit, offset=offset)
+    return json_response({"messages": [_message(m) for m in reports]})
+
+
+async def get_message(request: web.Request) -> web.Response:
+    raw_id = request.match_info["id"]
+    if not raw_id.isdigit() or len(raw_id) > 18:
+        raise web.HTTPNotFound()
+    report = await request.config_dict[STORE].message_report(int(raw_id), _scope(request))
+    if report is None:  # unknown and someone else's look the same
+        raise web.HTTPNotFound()
+    return json_response({**_message(report), "links": [_link(x) for x in report.links],
+                          "events": [_event(e) for e in report.events]})
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
+    items = await request.config_dict[STORE].notifications(request_user(request).id, limit)
+    return json_response({"notifications": [_notification(n) for n in items]})
+
+
+async def _current_policy(request: web.Request) -> UserPolicy:
+    stored = await request.config_dict[STORE].policy(request_user(request).id)
+    return stored or UserPolicy(mode=request.config_dict[SETTINGS].default_mode)
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    return json_response(policy_json(await _current_policy(request)))
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return api_error(400, f"malformed JSON: {e}")
+    if not isinstance(body, dict):
+        return api_error(400, "expected a JSON object such as {\"mode\": \"always\"}")
+    if "mode" in body and not isinstance(body["mode"], str):
+        return api_error(400, "mode: expected a string")
+    try:
+        policy = parse_policy_updates(await _current_policy(request), body)
+    except ValueError as e:
+        return api_error(400, str(e))
+    await request.config_dict[STORE].set_policy(request_user(request).id, policy)
+    return json_response(policy_json(policy))

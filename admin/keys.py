@@ -1,0 +1,27 @@
+"""Typed application state shared by the admin listener's parts (API now, panel later)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from relay.metrics import Metrics
+from relay.store import Store, User
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    admins_see_all: bool = False
+    # the policy a user without a stored one actually gets (tracking.default_mode)
+    default_mode: str = "opt-in"
+
+
+STORE = web.AppKey("store", Store)
+SETTINGS = web.AppKey("settings", AdminSettings)
+METRICS = web.AppKey("metrics", Metrics)
+# the authenticated user of a request (set by the API's bearer middleware)
+USER = "trackrelay.user"
+
+
+def request_user(request: web.Request) -> User:
+    return request[USER]

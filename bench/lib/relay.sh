@@ -1,0 +1,79 @@
+# bench/lib/relay.sh -- sourced by bench/run.sh. The system under test: `trackrelay serve`.
+#
+# One relay process with all its parts (SMTP, delivery, hits, admin) on loopback ports,
+# its own SQLite store under $WORK/relay, delivering upstream to the bench's smtp-sink.
+# smtp-source cannot AUTH, so 127.0.0.0/8 is a trusted network: the mail belongs to the
+# user owning MAIL FROM ($BENCH_FROM), created here. The rate limit is off (0).
+# Tracking is switched per run with the user's policy (relay_policy off|always): the
+# same message bytes go to every target.
+
+RELAY_CONF=""
+RELAY_DB=""
+RELAY_PID=""
+RELAY_LOG=""
+
+relay_cli() { "$VENV_BIN/trackrelay" "$@" -c "$RELAY_CONF"; }
+
+relay_start() {
+  local smtp_port=$1 http_port=$2 admin_port=$3 sink_port=$4
+  local dir=$WORK/relay
+  mkdir -p "$dir"
+  RELAY_CONF=$dir/trackrelay.toml
+  RELAY_DB=$dir/relay.db
+  RELAY_LOG=$dir/relay.log
+  require_free_port "$smtp_port" "relay smtp"
+  require_free_port "$http_port" "relay http"
+  require_free_port "$admin_port" "relay admin"
+  cat >"$RELAY_CONF" <<EOF
+# written by trackrelay bench/lib/relay.sh
+[smtp]
+listen = "127.0.0.1:$smtp_port"
+hostname = "bench.local"
+trusted_networks = ["127.0.0.0/8"]
+rate_limit_per_minute = 0
+
+[upstream]
+url = "smtp://127.0.0.1:$sink_port"
+
+[store]
+url = "sqlite:///$RELAY_DB"
+
+[http]
+listen = "127.0.0.1:$http_port"
+public_url = "http://127.0.0.1:$http_port"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+
+[tracking]
+internal_domains = []
+EOF
+  if ! relay_cli check-config >"$dir/setup.log" 2>&1; then
+    log "relay config refused: $(tail -2 "$dir/setup.log")"; return 1
+  fi
+  if ! printf '%s\n' "bench-password-1234" | relay_cli user add "$BENCH_FROM" --password-stdin >>"$dir/setup.log" 2>&1; then
+    log "relay: cannot create user $BENCH_FROM: $(tail -2 "$dir/setup.log")"; return 1
+  fi
+  RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
+  if ! wait_port "$smtp_port" 30 "$RELAY_PID"; then
+    log "relay did not start (smtp 127.0.0.1:$smtp_port); last log lines:"
+    tail -5 "$RELAY_LOG" | sed 's/^/    /' >&2
+    return 1
+  fi
+  log "relay smtp 127.0.0.1:$smtp_port http 127.0.0.1:$http_port -> sink :$sink_port (pid $RELAY_PID)"
+}
+
+# relay_policy off|always: tracking for the bench sender's mail (read by the running relay)
+relay_policy() {
+  relay_cli policy set "$BENCH_FROM" "mode=$1" >>"$WORK/relay/setup.log" 2>&1 \
+    || { log "relay: policy mode=$1 failed: $(tail -2 "$WORK/relay/setup.log")"; return 1; }
+}
+
+relay_alive() { [[ -n $RELAY_PID ]] && kill -0 "$RELAY_PID" 2>/dev/null; }
+
+relay_stop() {
+  [[ -n $RELAY_PID ]] || return 0
+  stop_pid "$RELAY_PID" 30
+  forget_pid "$RELAY_PID"
+  RELAY_PID=""
+}

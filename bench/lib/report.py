@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Turn the bench's raw results (JSON lines) into the tables `make bench` prints.
+
+  report.py RESULTS.jsonl ENV.json OUT.md [--full]
+
+Writes the full markdown report to OUT.md and prints a compact version (targets first).
+Ratios are taken per repetition (the relay run against the reference run of the same
+round, same sessions and recipients) and the median of those is reported, so slow and
+fast phases of the machine hit both sides alike.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+TARGET_SMTP = 0.6     # relay (tracking off) / Postfix, end to end, 20 sessions
+TARGET_TRACK = 0.5    # relay (tracking on) / Postfix, end to end, 1 and 3 recipients
+TARGET_REWRITE = 2.0  # rewrite_message / bare lxml.html parse+tostring
+TARGET_HITS = 0.2     # relay rps / nginx rps
+TARGET_P99 = 15.0     # ms
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}".replace(",", " ")
+
+
+def spread(xs, nd=0):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return fmt(xs[0], nd)
+    return f"{fmt(med(xs), nd)} ({fmt(min(xs), nd)}–{fmt(max(xs), nd)})"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def load(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return rows
+
+
+def smtp_section(rows, notes, targets):
+    smtp = [r for r in rows if r.get("kind") == "smtp"]
+    out = ["## 1. SMTP: relay vs Postfix vs sink (issue \"submission relay\", and tracking on)", ""]
+    for n in notes.get("smtp", []):
+        out.append(f"> {n}")
+    if not smtp:
+        out += ["", "no SMTP results", ""]
+        return out
+    first = smtp[0]
+    out += ["", f"smtp-source, {first['n']} mails per run, {first['msg_bytes']} bytes each, new connection per "
+                f"message; e2e = until the sink counted them all; rates are submitted mails/s. "
+                f"Ratio = relay / Postfix, same round, same sessions and recipients (median over rounds).", ""]
+    groups = defaultdict(list)
+    for r in smtp:
+        groups[(r["target"], int(r["conc"]), int(r["rcpts"]), r.get("tracking", "-"))].append(r)
+    post = {(int(r["conc"]), int(r["rcpts"]), r.get("rep")): r for r in smtp if r["target"] == "postfix"}
+    out += ["| target | sessions | rcpt/mail | tracking | upstream msgs/mail | accept msg/s | e2e msg/s | vs Postfix (e2e) | status |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    order = {"sink": 0, "postfix": 1, "relay": 2}
+    ratios = {}
+    for key in sorted(groups, key=lambda k: (k[2], k[3] != "-", k[1], order.get(k[0], 9), k[3])):
+        target, conc, rcpts, tracking = key
+        rs = groups[key]
+        rr = []
+        if target == "relay":
+            for r in rs:
+                p = post.get((conc, rcpts, r.get("rep")))
+                if p and p.get("e2e_mps") and r.get("e2e_mps"):
+                    rr.append(r["e2e_mps"] / p["e2e_mps"])
+            ratios[(conc, rcpts, tracking)] = med(rr)
+        status = ", ".join(sorted({r["status"] for r in rs}))
+        errs = [r["first_error"] for r in rs if r.get("first_error")]
+        if errs:
+            status += f" ({errs[0][:80]})"
+        out.append(f"| {target} | {conc} | {rcpts} | {tracking} | {rs[0].get('factor', 1)} | "
+                   f"{spread([r['accept_mps'] for r in rs])} | {spread([r['e2e_mps'] for r in rs])} | "
+                   f"{fmt(med(rr), 2) if rr else '–'} | {status} |")
+    out.append("")
+    off20 = ratios.get((20, 1, "off"))
+    targets.append(("SMTP relay (tracking off) / Postfix, 20 sessions", fmt(off20, 2), f">= {TARGET_SMTP}",
+                    verdict(None if off20 is None else off20 >= TARGET_SMTP)))
+    off1 = ratios.get((1, 1, "off"))
+    if off1 is not None:
+        targets.append(("SMTP relay (tracking off) / Postfix, 1 session (info)", fmt(off1, 2), "–", "info"))
+    for rc in (1, 3):
+        hits = [(c, v) for (c, r, t), v in ratios.items() if r == rc and t == "on"]
+        for c, v in sorted(hits):
+            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail, {c} sessions", fmt(v, 2),
+                            f">= {TARGET_TRACK}", verdict(None if v is None else v >= TARGET_TRACK)))
+        if not hits:
+            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail", "–", f">= {TARGET_TRACK}", "n/a"))
+    return out
+
+
+def rewrite_section(rows, notes, targets):
+    rw = [r for r in rows if r.get("kind") == "rewrite"]
+    out = ["## 2. Tracking rewrite cost per message (issue \"Tracking\")", ""]
+    for n in notes.get("rewrite", []):
+        out.append(f"> {n}")
+    if not rw:
+        out += ["", "no rewrite results", ""]
+        return out
+    runs = rw[0]["lxml"]["runs"]
+    out += ["", f"median of {runs} calls each, interleaved in blocks of 10 (p90 in brackets). "
+                "lxml = lxml.html.document_fromstring + tostring of the same message's HTML part(s); "
+                "html-only = relay.rewrite_html on the decoded HTML (no MIME); calib = fixed Python loop "
+                "(machine noise).", "",
+            "| message | bytes | HTML bytes | links | pixel | rewrite_message ms | lxml parse+tostring ms | ratio | html-only ms | calib ms | status |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in rw:
+        rew = r.get("rewrite")
+        lx = r["lxml"]
+        html = r.get("html")
+        status = r["status"] + (f": {r['error']}" if r.get("error") else "") + (
+            f" (skipped: {r['skipped']})" if r.get("skipped") else "")
+        out.append(
+            f"| {r['file']} | {r['bytes']} | {r['html_bytes']} | {r.get('links', '–')} | "
+            f"{'yes' if r.get('pixel') else ('no' if 'pixel' in r else '–')} | "
+            f"{fmt(rew['median_ms'], 3) + ' (' + fmt(rew['p90_ms'], 3) + ')' if rew else '–'} | "
+            f"{fmt(lx['median_ms'], 3)} ({fmt(lx['p90_ms'], 3)}) | {fmt(r.get('ratio'), 2)} | "
+            f"{fmt(html['median_ms'], 3) if html else '–'} | {fmt(r['calib']['median_ms'], 3)} | {status} |")
+        ok = None if r.get("ratio") is None else (r["ratio"] <= TARGET_REWRITE and r["status"] == "ok")
+        targets.append((f"rewrite / bare lxml parse, {r['file']}", fmt(r.get("ratio"), 2), f"<= {TARGET_REWRITE}",
+                        verdict(ok)))
+    out.append("")
+    return out
+
+
+def hits_section(rows, notes, targets):
+    hs = [r for r in rows if r.get("kind") == "hits"]
+    out = ["## 3. Hits server: pixel and click redirect vs nginx (issue \"Hits server\")", ""]
+    for n in notes.get("hits", []):
+        out.append(f"> {n}")
+    if not hs:
+        out += ["", "no hits results", ""]
+        targets.append(("hits: relay rps / nginx rps", "–", f">= {TARGET_HITS}", "n/a"))
+        return out
+    first = hs[0]
+    out += ["", f"wrk -t{first['threads']} -c{first['conns']} -d{first['dur']} --latency after a warm-up; "
+                "stored = rows added to the relay's events table (after a settle wait); "
+                "lost = requests - stored (if positive).", "",
+            "| target | endpoint | rps | p50 ms | p99 ms | requests | stored | lost | errors | vs nginx rps | status |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    ngx = {(r["endpoint"], r.get("rep")): r for r in hs if r["target"] == "nginx"}
+    groups = defaultdict(list)
+    for r in hs:
+        groups[(r["endpoint"], r["target"])].append(r)
+    for (endpoint, target), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "nginx")):
+        rr = []
+        if target == "relay":
+            for r in rs:
+                n = ngx.get((endpoint, r.get("rep")))
+                if n and n.get("rps") and r.get("rps"):
+                    rr.append(r["rps"] / n["rps"])
+        errors = sum((r.get("non_2xx_3xx") or 0) + (r.get("socket_errors") or 0) for r in rs)
+        status = ", ".join(sorted({r["status"] for r in rs}))
+        if any(r.get("error") for r in rs):
+            status += ": " + next(r["error"] for r in rs if r.get("error"))[:100]
+        stored = [r.get("stored") for r in rs]
+        lost = [r.get("lost") for r in rs]
+        out.append(f"| {target} | {endpoint} | {spread([r.get('rps') for r in rs])} | "
+                   f"{spread([r.get('p50_ms') for r in rs], 2)} | {spread([r.get('p99_ms') for r in rs], 2)} | "
+                   f"{sum(r.get('requests') or 0 for r in rs)} | "
+                   f"{sum(s for s in stored if s is not None) if any(s is not None for s in stored) else '–'} | "
+                   f"{sum(x for x in lost if x is not None) if any(x is not None for x in lost) else '–'} | "
+                   f"{errors} | {fmt(med(rr), 2) if rr else '–'} | {status} |")
+        if target == "relay":
+            ratio = med(rr)
+            p99 = max((r["p99_ms"] for r in rs if r.get("p99_ms") is not None), default=None)
+            lost_total = sum(x for x in lost if x is not None) if any(x is not None for x in lost) else None
+            targets.append((f"hits {endpoint}: relay rps / nginx rps", fmt(ratio, 2), f">= {TARGET_HITS}",
+                            verdict(None if ratio is None else ratio >= TARGET_HITS)))
+            targets.append((f"hits {endpoint}: relay p99 (worst run)", f"{fmt(p99, 2)} ms", f"<= {TARGET_P99} ms",
+                            verdict(None if p99 is None else p99 <= TARGET_P99)))
+            targets.append((f"hits {endpoint}: lost hits (requests - stored)", fmt(lost_total), "0",
+                            verdict(None if lost_total is None else lost_total == 0 and errors == 0)))
+    out.append("")
+    return out
+
+
+def main() -> int:
+    results, env_path, md_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    rows = load(results)
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    notes = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "note":
+            notes[r["part"]].append(r["text"])
+    targets: list[tuple[str, str, str, str]] = []
+    parts = env.get("parts", ["smtp", "rewrite", "hits"])
+    body = []
+    if "smtp" in parts:
+        body += smtp_section(rows, notes, targets)
+    if "rewrite" in parts:
+        body += rewrite_section(rows, notes, targets)
+    if "hits" in parts:
+        body += hits_section(rows, notes, targets)
+    head = [f"# trackrelay bench — {env.get('date', '')}", "",
+            f"{env.get('machine', '')}; load average before/after: {env.get('load_before', '?')} / "
+            f"{env.get('load_after', '?')}. Commit {env.get('commit', '?')}. Knobs: {env.get('knobs', '')}.",
+            "Other work shares these cores: read ratios (same round, same machine state), not absolute numbers.",
+            "", "## Targets", "", "| what | measured | target | verdict |", "|---|---:|---|---|"]
+    head += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets]
+    head.append("")
+    md = "\n".join(head + body) + "\n"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# bench/run.sh [smtp|rewrite|hits|all]...   (default: all; `make bench` runs this)
+#
+# The relay measured against references started in the same command, on loopback only:
+#   smtp     smtp-source -> {smtp-sink alone, private Postfix -> sink, trackrelay -> sink};
+#            1 and $CONC sessions with tracking off; then tracking on (the bench user's
+#            policy mode=always) with 1 and 3 recipients per mail vs Postfix
+#   rewrite  relay.rewrite.rewrite_message vs a bare lxml.html parse+tostring, per message
+#   hits     wrk against the relay's pixel and click redirect (recording on) vs nginx,
+#            plus events stored vs requests sent
+# Prints the results (ratios against the references) and writes bench/results/latest.md.
+# See bench/README.md. Everything it starts is stopped by PID on exit; all state is in
+# $WORK (default /tmp/trackrelay-bench, wiped at start).
+#
+# Knobs (environment): N=1000 mails per SMTP run, REPS=2 rounds, CONC=20 sessions,
+#   TRACK_CONC=$CONC, E2E_TIMEOUT=180 (s per SMTP run), RUNS=300 rewrite calls per case,
+#   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=1 (wrk), BASE_PORT=27500 (uses 6 ports from it),
+#   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench.
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH")
+VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
+PY=$VENV_BIN/python
+WORK=${WORK:-/tmp/trackrelay-bench}
+N=${N:-1000}
+REPS=${REPS:-2}
+CONC=${CONC:-20}
+TRACK_CONC=${TRACK_CONC:-$CONC}
+E2E_TIMEOUT=${E2E_TIMEOUT:-180}
+RUNS=${RUNS:-300}
+DUR=${DUR:-10s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+HTTP_REPS=${HTTP_REPS:-1}
+BASE_PORT=${BASE_PORT:-27500}
+BENCH_FROM=news@nordlicht-outdoor.example
+BENCH_TO=sanna.virtanen@example.org
+
+SINK_PORT=$BASE_PORT
+POSTFIX_PORT=$((BASE_PORT + 1))
+RELAY_SMTP_PORT=$((BASE_PORT + 2))
+RELAY_HTTP_PORT=$((BASE_PORT + 3))
+RELAY_ADMIN_PORT=$((BASE_PORT + 4))
+NGINX_PORT=$((BASE_PORT + 5))
+
+source "$BENCH/lib/common.sh"
+source "$BENCH/lib/sink.sh"
+source "$BENCH/lib/postfix.sh"
+source "$BENCH/lib/nginx.sh"
+source "$BENCH/lib/relay.sh"
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+PARTS=()
+for arg in "$@"; do
+  case $arg in
+    smtp | rewrite | hits) PARTS+=("$arg") ;;
+    all) PARTS+=(smtp rewrite hits) ;;
+    -h | --help) usage ;;
+    *) echo "unknown part: $arg" >&2; usage ;;
+  esac
+done
+((${#PARTS[@]})) || PARTS=(smtp rewrite hits)
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+
+for v in N REPS CONC TRACK_CONC E2E_TIMEOUT RUNS CONNS THREADS HTTP_REPS BASE_PORT; do
+  [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "$v must be a whole number >= 1 (got '${!v}')"
+done
+[[ $DUR =~ ^[0-9]+s?$ ]] || die "DUR must be seconds, e.g. 10s (got '$DUR')"
+((${DUR%s} <= 120)) || die "DUR is capped at 120s"
+((N <= 100000 && RUNS <= 100000 && REPS <= 20 && HTTP_REPS <= 20)) || die "N/RUNS/REPS out of range"
+[[ -x $PY ]] || die "no virtualenv python at $PY (run: make bench, which installs it)"
+case $WORK in /tmp/trackrelay-bench*) ;; *) die "WORK must be under /tmp/trackrelay-bench*" ;; esac
+
+# one bench at a time on this machine (ports, CPU)
+exec 9>"$WORK.lock"
+flock -n 9 || die "another bench run holds $WORK.lock"
+
+rm -rf "$WORK"
+mkdir -p "$WORK/data" "$WORK/raw"
+chmod 755 "$WORK"
+: >"$WORK/pids"
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+trap cleanup_all EXIT
+trap 'exit 130' INT TERM
+
+note() {  # note PART TEXT: shown in the report and on stderr
+  log "$1: $2"
+  "$PY" -c 'import json,sys; print(json.dumps({"kind":"note","part":sys.argv[1],"text":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"
+}
+
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
+
+smtp_run() {  # smtp_run TARGET PORT CONC RCPTS TRACKING FACTOR REP
+  "$PY" "$BENCH/lib/smtp_run.py" run --port "$2" --sink-log "$SINK_LOG" --msg "$WORK/data/newsletter.eml" \
+    --from "$BENCH_FROM" --to "$BENCH_TO" --n "$N" --conc "$3" --rcpts "$4" --factor "$6" \
+    --timeout "$E2E_TIMEOUT" --label "target=$1" --label "tracking=$5" --label "rep=$7" --out "$RESULTS" \
+    | "$PY" -c 'import json,sys
+for l in sys.stdin:
+    r = json.loads(l)
+    print(f"  {r[\"target\"]:8} sessions={r[\"conc\"]:<3} rcpts={r[\"rcpts\"]} tracking={r[\"tracking\"]:3} "
+          f"accept={r[\"accept_mps\"]} e2e={r[\"e2e_mps\"]} msg/s  {r[\"status\"]} {r[\"first_error\"][:60]}", file=sys.stderr)' \
+    || true
+}
+
+smtp_probe() {  # smtp_probe PORT RCPTS -> prints upstream messages per submitted mail
+  "$PY" "$BENCH/lib/smtp_run.py" probe --port "$1" --sink-log "$SINK_LOG" --msg "$WORK/data/newsletter.eml" \
+    --from "$BENCH_FROM" --to "$BENCH_TO" --rcpts "$2"
+}
+
+RELAY_UP=0
+ensure_sink() { [[ -n $SINK_PID ]] || sink_start "$SINK_PORT"; }
+ensure_relay() {
+  ((RELAY_UP)) && return 0
+  if relay_start "$RELAY_SMTP_PORT" "$RELAY_HTTP_PORT" "$RELAY_ADMIN_PORT" "$SINK_PORT"; then
+    RELAY_UP=1
+  else
+    RELAY_UP=-1
+    RELAY_FAIL="relay did not start: $(grep -v '^\s*$' "$RELAY_LOG" 2>/dev/null | tail -1 | cut -c1-200)"
+    [[ -s ${RELAY_LOG:-/nonexistent} ]] || RELAY_FAIL="relay did not start: $(tail -1 "$WORK/relay/setup.log" 2>/dev/null | cut -c1-200)"
+  fi
+  ((RELAY_UP == 1))
+}
+
+# ---------------------------------------------------------------- environment
+"$PY" "$BENCH/data/make_newsletter.py" "$WORK/data" >&2
+ENV_JSON=$WORK/env.json
+"$PY" - "$ENV_JSON" "$ROOT" "${PARTS[*]}" \
+  "N=$N REPS=$REPS CONC=$CONC TRACK_CONC=$TRACK_CONC RUNS=$RUNS DUR=$DUR CONNS=$CONNS THREADS=$THREADS HTTP_REPS=$HTTP_REPS REUSE=${REUSE:-0}" <<'PY'
+import json, os, platform, subprocess, sys, time
+out, root, parts, knobs = sys.argv[1:]
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+commit = sh("git", "rev-parse", "--short", "HEAD") or "?"
+if sh("git", "status", "--porcelain", "--", "relay", "admin"):
+    commit += " + uncommitted changes in relay/ or admin/"
+json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "parts": parts.split(),
+           "machine": f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}",
+           "load_before": " ".join(open("/proc/loadavg").read().split()[:3]), "commit": commit, "knobs": knobs},
+          open(out, "w"))
+PY
+
+# ---------------------------------------------------------------- 1. SMTP
+if want smtp; then
+  log "== SMTP: $N mails per run, sessions 1 and $CONC, $REPS rounds"
+  for tool in smtp-source smtp-sink; do have "$tool" || die "$tool is missing (make bench installs postfix)"; done
+  ensure_sink
+  PF_OK=0
+  if have postfix && postfix_start "$POSTFIX_PORT" "$SINK_PORT"; then
+    if k=$(smtp_probe "$POSTFIX_PORT" 3); then PF_OK=1; PF_K3=$k; else note smtp "postfix accepted but delivered nothing to the sink"; fi
+  else
+    note smtp "postfix reference not available: see $WORK/postfix"
+  fi
+  RELAY_OK=0
+  if ensure_relay; then
+    if relay_policy off && K_OFF=$(smtp_probe "$RELAY_SMTP_PORT" 1); then
+      RELAY_OK=1
+      relay_policy always
+      K_ON1=$(smtp_probe "$RELAY_SMTP_PORT" 1) || K_ON1=""
+      K_ON3=$(smtp_probe "$RELAY_SMTP_PORT" 3) || K_ON3=""
+      log "relay: one mail becomes $K_OFF upstream message(s) untracked, $K_ON1 tracked (1 rcpt), $K_ON3 tracked (3 rcpts)"
+      [[ -n $K_ON1 && -n $K_ON3 ]] || note smtp "relay with tracking on delivered nothing to the sink (see $RELAY_LOG)"
+    else
+      note smtp "relay accepts connections but no mail reached the sink: $(grep -E 'ERROR|Traceback|Error' "$RELAY_LOG" | tail -1 | cut -c1-200)"
+    fi
+  else
+    note smtp "$RELAY_FAIL"
+  fi
+  for ((rep = 1; rep <= REPS; rep++)); do
+    log "-- SMTP round $rep/$REPS"
+    for conc in 1 "$CONC"; do
+      smtp_run sink "$SINK_PORT" "$conc" 1 - 1 "$rep"
+      ((PF_OK)) && smtp_run postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep"
+      if ((RELAY_OK)) && relay_alive; then
+        relay_policy off && smtp_run relay "$RELAY_SMTP_PORT" "$conc" 1 off "$K_OFF" "$rep"
+      fi
+    done
+    for rc in 1 3; do
+      k=K_ON$rc
+      ((PF_OK)) && smtp_run postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep"
+      if ((RELAY_OK)) && [[ -n ${!k} ]] && relay_alive; then
+        relay_policy always && smtp_run relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${!k}" "$rep"
+      fi
+    done
+  done
+  if ((RELAY_OK)) && ! relay_alive; then note smtp "the relay process died during the runs: $(tail -1 "$RELAY_LOG")"; fi
+  postfix_stop
+fi
+
+# ---------------------------------------------------------------- 2. rewrite
+if want rewrite; then
+  log "== rewrite: $RUNS calls per case, interleaved"
+  (cd "$ROOT" && "$PY" "$BENCH/lib/rewrite_bench.py" --data "$WORK/data" --runs "$RUNS" --out "$RESULTS" >/dev/null) \
+    || note rewrite "rewrite benchmark failed: see output above"
+  if grep -q '"status": "unavailable"' "$RESULTS"; then
+    note rewrite "rewrite: not available yet ($(grep -o '"error": "[^"]*"' "$RESULTS" | head -1 | cut -c11-200))"
+  fi
+fi
+
+# ---------------------------------------------------------------- 3. hits
+if want hits; then
+  log "== hits: wrk -t$THREADS -c$CONNS -d$DUR, $HTTP_REPS round(s)"
+  HITS_OK=0
+  if ! have wrk; then
+    note hits "hits: wrk is missing (make bench installs it)"
+  elif ! { ensure_sink && ensure_relay; }; then
+    note hits "hits: not available yet ($RELAY_FAIL)"
+  elif ! port_listening "$RELAY_HTTP_PORT"; then
+    note hits "hits: not available yet (nothing listens on http.listen 127.0.0.1:$RELAY_HTTP_PORT)"
+  elif ! { relay_policy always && smtp_probe "$RELAY_SMTP_PORT" 1 >/dev/null; }; then
+    note hits "hits: not available yet (no tracked mail got through the relay to find a token)"
+  elif ! TOKPOS=$("$PY" "$BENCH/lib/hits.py" token --db "$RELAY_DB" 2>"$WORK/raw/token.err"); then
+    note hits "hits: not available yet ($(tail -1 "$WORK/raw/token.err"))"
+  elif ! LOCATION=$("$PY" "$BENCH/lib/hits.py" check --base "http://127.0.0.1:$RELAY_HTTP_PORT" \
+      --token "${TOKPOS% *}" --pos "${TOKPOS#* }" --gif-out "$WORK/raw/relay-pixel.gif" 2>"$WORK/raw/check.err"); then
+    note hits "hits: not available yet ($(tail -1 "$WORK/raw/check.err"))"
+  else
+    HITS_OK=1
+  fi
+  if ((HITS_OK)); then
+    TOKEN=${TOKPOS% *}
+    POS=${TOKPOS#* }
+    if have nginx && nginx_start "$NGINX_PORT" "$WORK/raw/relay-pixel.gif" "$LOCATION"; then NGX_OK=1; else
+      NGX_OK=0; note hits "nginx reference not available: see $WORK/nginx/logs"; fi
+    hit_run() {  # hit_run TARGET ENDPOINT URL REP [DB]
+      local db=()
+      [[ -n ${5:-} ]] && db=(--db "$5")
+      "$PY" "$BENCH/lib/hits.py" run --url "$3" "${db[@]}" --dur "$DUR" --conns "$CONNS" --threads "$THREADS" \
+        --label "target=$1" --label "endpoint=$2" --label "rep=$4" --raw-dir "$WORK/raw" --out "$RESULTS" \
+        | "$PY" -c 'import json,sys
+for l in sys.stdin:
+    r = json.loads(l)
+    print(f"  {r[\"target\"]:6} {r[\"endpoint\"]:6} rps={r.get(\"rps\")} p99={r.get(\"p99_ms\")}ms requests={r.get(\"requests\")} "
+          f"stored={r.get(\"stored\", \"-\")} lost={r.get(\"lost\", \"-\")} {r[\"status\"]} {r.get(\"error\", \"\")[:80]}", file=sys.stderr)' \
+        || true
+    }
+    for ((rep = 1; rep <= HTTP_REPS; rep++)); do
+      for ep in pixel click; do
+        if [[ $ep == pixel ]]; then path="/o/$TOKEN.gif"; else path="/c/$TOKEN/$POS"; fi
+        ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep"
+        relay_alive && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_DB"
+      done
+    done
+    relay_alive || note hits "the relay process died during the runs: $(tail -1 "$RELAY_LOG")"
+    nginx_stop
+  fi
+fi
+
+# ---------------------------------------------------------------- report
+relay_stop
+"$PY" - "$ENV_JSON" <<'PY'
+import json, sys
+env = json.load(open(sys.argv[1]))
+env["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+json.dump(env, open(sys.argv[1], "w"))
+PY
+mkdir -p "$BENCH/results"
+"$PY" "$BENCH/lib/report.py" "$RESULTS" "$ENV_JSON" "$WORK/latest.md"
+cp "$WORK/latest.md" "$BENCH/results/latest.md"
+cp "$RESULTS" "$BENCH/results/latest.jsonl"
+log "written: bench/results/latest.md (raw: bench/results/latest.jsonl, logs: $WORK)"

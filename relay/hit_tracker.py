@@ -1,0 +1,262 @@
+"""From an HTTP hit to a classified event in the recorder's queue.
+
+Everything the classifier needs (the copy behind a token, the sender's recent IPs, the
+copy's recent clicks) is kept in small in-memory caches, so a hit on a warm token is
+classified and queued without a single await. Cold look-ups run in background tasks,
+off the response path; ``close()`` waits for them so no hit is lost at shutdown.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Generic, Hashable, Protocol, TypeVar
+
+from relay.classify import Hit, HitContext, Rules, classify, load_rules
+from relay.errors import StoreUnavailable
+from relay.hit_recorder import HitRecorder
+from relay.metrics import Metrics
+from relay.netaddr import anonymize_ip
+from relay.store import CopyTarget, NewEvent
+
+log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+SENDER_IP_DAYS = 30  # DESIGN: "self" = an address the sender used in the last 30 days
+_MISSING = object()
+
+
+class HitStore(Protocol):
+    async def copy_target(self, token: str) -> CopyTarget | None: ...
+    async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    anonymize_ip: bool = True
+    machine_window: float = 10.0
+    target_cache_size: int = 50000
+    target_ttl: float = 300.0  # an erased copy stops resolving within this time
+    unknown_ttl: float = 30.0
+    sender_ip_ttl: float = 30.0
+    history_copies: int = 10000
+    history_seconds: float = 60.0
+    lookup_deadline: float = 60.0  # a store outage longer than this drops (and counts) pixel hits
+    max_pending: int = 10000  # cold look-ups in flight; beyond this a flood is shed, counted
+
+
+@dataclass(frozen=True)
+class RawHit:
+    """What the HTTP layer saw; ``at`` is taken when the request arrived."""
+
+    kind: str  # "open" | "click"
+    method: str
+    ip: str
+    user_agent: str
+    purpose: str
+    at: float
+    position: int | None = None
+
+
+class TtlCache(Generic[K, V]):
+    """An LRU map whose entries also expire; expiry uses the monotonic clock."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K, default: object = _MISSING) -> V | object:
+        item = self._data.get(key)
+        if item is None:
+            return default
+        if item[0] < time.monotonic():
+            del self._data[key]
+            return default
+        self._data.move_to_end(key)
+        return item[1]
+
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        self._data[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._data.pop(key, None)
+
+
+class HitTracker:
+    def __init__(self, store: HitStore, recorder: HitRecorder, metrics: Metrics,
+                 settings: TrackerSettings = TrackerSettings(), *, clock: Callable[[], float] = time.time,
+                 rules: Rules | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.s = settings
+        self.clock = clock
+        self.rules = rules if rules is not None else load_rules()
+        self._targets: TtlCache[str, CopyTarget | None] = TtlCache(settings.target_cache_size, settings.target_ttl)
+        self._lookups: dict[str, asyncio.Future] = {}
+        self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
+        self._clicks: OrderedDict[int, deque[tuple[float, int]]] = OrderedDict()
+        self._tasks: set[asyncio.Task] = set()
+        self.hits = metrics.counter("trackrelay_hits_total", "Hits on known tokens by kind and class",
+                                    ("kind", "class"))
+        self.unknown = metrics.counter("trackrelay_hits_unknown_total", "Hits on unknown or malformed tokens",
+                                       ("kind",))
+        self.dropped = recorder.dropped
+
+    # token -> copy
+
+    async def target(self, token: str) -> CopyTarget | None:
+        """The copy behind a token (cache, then store). Raises StoreUnavailable."""
+        cached = self._targets.get(token)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        pending = self._lookups.get(token)
+        if pending is None:  # one store read per token, however many requests wait for it
+            pending = asyncio.ensure_future(self._load(token))
+            self._lookups[token] = pending
+            pending.add_done_callback(lambda _f: self._lookups.pop(token, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, token: str) -> CopyTarget | None:
+        found = await self.store.copy_target(token)
+        if found is None:
+            self._targets.put(token, None, self.s.unknown_ttl)
+        elif found.delivered_at is not None:  # before delivery the copy is still changing
+            self._targets.put(token, found)
+        return found
+
+    async def link(self, token: str, position: int) -> tuple[CopyTarget, str] | None:
+        """(copy, stored URL) for a click, or None for an unknown token or position."""
+        target = await self.target(token)
+        if target is not None and position not in target.links:
+            self._targets.discard(token)  # cached before its links were saved? ask the store once
+            target = await self.target(token)
+        if target is None or position not in target.links:
+            return None
+        return target, target.links[position]
+
+    # recording
+
+    def observe_open(self, token: str, raw: RawHit) -> None:
+        """Record a pixel hit; returns at once (the look-up, if any, runs in the background)."""
+        target = self._targets.get(token)
+        if target is None:
+            self.unknown.inc(raw.kind)
+        elif target is not _MISSING and self._try_now(target, raw, ()):  # type: ignore[arg-type]
+            return
+        else:
+            self._spawn(self._record_later(token, raw, None))
+
+    def observe_click(self, target: CopyTarget, raw: RawHit) -> None:
+        history = self._click_history(target.copy_id, raw)
+        if not self._try_now(target, raw, history):
+            self._spawn(self._record_later(None, raw, (target, history)))
+
+    def _click_history(self, copy_id: int, raw: RawHit) -> tuple[tuple[float, int], ...]:
+        """This copy's recent clicks before this one, then this one added (for bursts)."""
+        recent = self._clicks.pop(copy_id, None) or deque(maxlen=50)
+        while recent and recent[0][0] < raw.at - self.s.history_seconds:
+            recent.popleft()
+        before = tuple(recent)
+        recent.append((raw.at, raw.position if raw.position is not None else -1))
+        self._clicks[copy_id] = recent
+        while len(self._clicks) > self.s.history_copies:
+            self._clicks.popitem(last=False)
+        return before
+
+    def _try_now(self, target: CopyTarget, raw: RawHit, history: tuple[tuple[float, int], ...]) -> bool:
+        if target.user_id is None:
+            senders: frozenset[str] | object = frozenset()
+        else:
+            senders = self._sender_ips.get(target.user_id)
+            if senders is _MISSING:
+                return False
+        self._submit(target, raw, senders, history)  # type: ignore[arg-type]
+        return True
+
+    async def _record_later(self, token: str | None, raw: RawHit,
+                            known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None) -> None:
+        delay, deadline = 0.05, time.monotonic() + self.s.lookup_deadline
+        while True:
+            try:
+                if known is None:
+                    target = await self.target(token or "")
+                    if target is None:
+                        self.unknown.inc(raw.kind)
+                        return
+                    known = (target, ())
+                senders = await self._senders(known[0].user_id)
+                self._submit(known[0], raw, senders, known[1])
+                return
+            except StoreUnavailable as e:
+                if time.monotonic() > deadline:
+                    log.error("hit dropped, store unavailable for %.0fs: %s", self.s.lookup_deadline, e)
+                    self.dropped.inc("lookup_failed")
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:  # a bug must not vanish silently nor go uncounted
+                log.exception("hit dropped: recording failed")
+                self.dropped.inc("error")
+                return
+
+    async def _senders(self, user_id: int | None) -> frozenset[str]:
+        if user_id is None:
+            return frozenset()
+        cached = self._sender_ips.get(user_id)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        since = self.clock() - SENDER_IP_DAYS * 86400
+        ips = await self.store.recent_sender_ips(user_id, since)
+        self._sender_ips.put(user_id, ips)
+        return ips
+
+    def _submit(self, target: CopyTarget, raw: RawHit, senders: frozenset[str],
+                history: tuple[tuple[float, int], ...]) -> None:
+        hit = Hit(kind=raw.kind, method=raw.method, ip=raw.ip, user_agent=raw.user_agent, purpose=raw.purpose,
+                  at=_utc(raw.at), position=raw.position)
+        ctx = HitContext(
+            delivered_at=None if target.delivered_at is None else _utc(target.delivered_at),
+            sender_ips=senders,
+            recent_clicks=tuple((_utc(at), pos) for at, pos in history),
+            machine_window=timedelta(seconds=self.s.machine_window),
+        )
+        try:
+            cls = classify(hit, ctx, self.rules)
+        except Exception:  # a classifier bug must not break the pixel, nor lose the hit uncounted
+            log.exception("hit dropped: classification failed for %r", hit)
+            self.dropped.inc("error")
+            return
+        self.hits.inc(raw.kind, cls)
+        # classified on the full address; only the truncated one is kept
+        ip = anonymize_ip(raw.ip) if self.s.anonymize_ip else raw.ip
+        self.recorder.submit(NewEvent(target.copy_id, target.message_id, raw.kind, raw.at, raw.position, ip,
+                                      raw.user_agent, cls))
+
+    def _spawn(self, coro: object) -> None:
+        if len(self._tasks) >= self.s.max_pending:
+            coro.close()  # type: ignore[attr-defined]
+            self.dropped.inc("overload")
+            return
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Wait for background look-ups, so their hits reach the recorder before it closes."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.dropped.inc("shutdown", n=len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)

@@ -1,0 +1,121 @@
+"""The public hits server: the open pixel, the click redirector and /healthz.
+
+Handlers are thin: check the token's shape, ask the tracker, answer. The pixel never
+waits for the store; a click waits only for the stored URL (cache first).
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+from urllib.parse import quote
+
+from aiohttp import web
+
+from relay.errors import StoreUnavailable
+from relay.hit_tracker import HitTracker, RawHit
+from relay.netaddr import Network, client_ip
+
+# a transparent 1x1 GIF89a, 43 bytes
+GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+       b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+NO_STORE = "no-store, no-cache, must-revalidate, private"
+PIXEL_HEADERS = {
+    "Content-Type": "image/gif",
+    "Cache-Control": NO_STORE,
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "X-Robots-Tag": "noindex",
+}
+# intake.new_token makes 24 URL-safe characters; anything else is refused before any look-up
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+POSITION = re.compile(r"[0-9]{1,6}")
+PURPOSE_HEADERS = ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz")
+NOT_FOUND_PAGE = (b"<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title>"
+                  b"<meta name=\"robots\" content=\"noindex\"></head><body><h1>Link not found</h1>"
+                  b"<p>This link is unknown or no longer valid.</p></body></html>")
+UNAVAILABLE_PAGE = (b"<!doctype html><html><head><meta charset=\"utf-8\"><title>Try again</title></head>"
+                    b"<body><h1>Temporarily unavailable</h1><p>Please try again in a moment.</p></body></html>")
+TRACKER = web.AppKey("tracker", HitTracker)
+TRUSTED = web.AppKey("trusted_proxies", tuple)
+
+
+def make_hits_app(tracker: HitTracker, trusted_proxies: Sequence[Network] = ()) -> web.Application:
+    app = web.Application()
+    app[TRACKER] = tracker
+    app[TRUSTED] = tuple(trusted_proxies)
+    app.router.add_get("/o/{token}.gif", pixel)
+    app.router.add_get("/c/{token}/{position}", click)
+    app.router.add_get("/c/{rest:.*}", not_found)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def safe_location(url: str) -> str:
+    """The stored URL as a header value: unchanged, except that control characters, spaces
+    and non-ASCII are percent-encoded (UTF-8) so they can neither split the header nor be
+    mangled by the HTTP layer."""
+    if all(0x21 <= ord(ch) <= 0x7E for ch in url):
+        return url
+    return "".join(ch if 0x21 <= ord(ch) <= 0x7E else quote(ch, safe="") for ch in url)
+
+
+def _raw(request: web.Request, kind: str, position: int | None = None) -> RawHit:
+    tracker = request.app[TRACKER]
+    headers = request.headers
+    purpose = ", ".join(v for h in PURPOSE_HEADERS for v in headers.getall(h, ()) if v)
+    return RawHit(
+        kind=kind,
+        method=request.method,
+        ip=client_ip(request.remote or "", headers.getall("X-Forwarded-For", []), request.app[TRUSTED]),
+        user_agent=headers.get("User-Agent", ""),
+        purpose=purpose,
+        at=tracker.clock(),
+        position=position,
+    )
+
+
+async def pixel(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    if TOKEN.fullmatch(token):
+        request.app[TRACKER].observe_open(token, _raw(request, "open"))
+    else:
+        request.app[TRACKER].unknown.inc("open")
+    # the same image for every token: no oracle for guessing
+    return web.Response(body=GIF, headers=PIXEL_HEADERS)
+
+
+async def click(request: web.Request) -> web.Response:
+    token, position = request.match_info["token"], request.match_info["position"]
+    tracker = request.app[TRACKER]
+    if not TOKEN.fullmatch(token) or not POSITION.fullmatch(position):
+        tracker.unknown.inc("click")
+        return _page(404, NOT_FOUND_PAGE)
+    raw = _raw(request, "click", int(position))
+    try:
+        found = await tracker.link(token, raw.position or 0)
+    except StoreUnavailable:
+        return _page(503, UNAVAILABLE_PAGE, {"Retry-After": "5"})
+    if found is None:
+        tracker.unknown.inc("click")
+        return _page(404, NOT_FOUND_PAGE)
+    target, url = found
+    tracker.observe_click(target, raw)
+    # A plain str header: web.HTTPFound would normalise the URL through yarl (%7E -> ~,
+    # host lower-cased, :443 dropped) and break "byte-for-byte" (DESIGN, "Measured").
+    return web.Response(status=302, headers={"Location": safe_location(url), "Cache-Control": NO_STORE,
+                                             "Referrer-Policy": "no-referrer"})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    request.app[TRACKER].unknown.inc("click")
+    return _page(404, NOT_FOUND_PAGE)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n", headers={"Cache-Control": NO_STORE})
+
+
+def _page(status: int, body: bytes, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": NO_STORE,
+               "X-Robots-Tag": "noindex", **(extra or {})}
+    return web.Response(status=status, body=body, headers=headers)

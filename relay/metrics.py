@@ -1,0 +1,101 @@
+"""Process metrics in the Prometheus text format (version 0.0.4). No dependency needed.
+
+Counters live here and are bumped by the part that sees the event; values owned by
+other objects (queue depths, store totals) are read at scrape time through collectors.
+Each process exposes its own numbers; Prometheus sums them across a scaled-out fleet.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Mapping, Union
+
+Labels = tuple[str, ...]
+Samples = Mapping[Labels, float]
+CollectResult = Union[Samples, Awaitable[Samples]]
+
+
+@dataclass
+class Counter:
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    values: dict[Labels, float] = field(default_factory=dict)
+
+    def inc(self, *label_values: str, n: float = 1) -> None:
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
+        self.values[label_values] = self.values.get(label_values, 0) + n
+
+    def get(self, *label_values: str) -> float:
+        return self.values.get(label_values, 0)
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+
+@dataclass
+class _Collector:
+    name: str
+    help: str
+    kind: str
+    labels: tuple[str, ...]
+    collect: Callable[[], CollectResult]
+
+
+class Metrics:
+    """A registry: counters plus collectors evaluated when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, Counter] = {}
+        self._collectors: list[_Collector] = []
+
+    def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
+        """The counter of that name, created on first use (parts may ask for it twice)."""
+        existing = self._counters.get(name)
+        if existing is not None:
+            return existing
+        counter = Counter(name, help, labels)
+        self._counters[name] = counter
+        return counter
+
+    def collector(self, name: str, help: str, collect: Callable[[], CollectResult], *,
+                  kind: str = "gauge", labels: tuple[str, ...] = ()) -> None:
+        """Register a value read at scrape time; collect may be a coroutine function."""
+        self._collectors.append(_Collector(name, help, kind, labels, collect))
+
+    async def render(self) -> str:
+        lines: list[str] = []
+        for c in self._counters.values():
+            _family(lines, c.name, c.help, "counter", c.labels, c.values)
+        for col in self._collectors:
+            result = col.collect()
+            samples = await result if inspect.isawaitable(result) else result
+            _family(lines, col.name, col.help, col.kind, col.labels, samples)
+        return "\n".join(lines) + "\n"
+
+
+def _family(lines: list[str], name: str, help: str, kind: str, labels: tuple[str, ...],
+            samples: Samples) -> None:
+    lines.append(f"# HELP {name} {_escape_help(help)}")
+    lines.append(f"# TYPE {name} {kind}")
+    if not samples and not labels:
+        lines.append(f"{name} 0")
+    for values, number in sorted(samples.items()):
+        if labels:
+            pairs = ",".join(f'{k}="{_escape_label(v)}"' for k, v in zip(labels, values))
+            lines.append(f"{name}{{{pairs}}} {_number(number)}")
+        else:
+            lines.append(f"{name} {_number(number)}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

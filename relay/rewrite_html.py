@@ -1,0 +1,337 @@
+"""Link and pixel rewriting of decoded HTML and plain text. No I/O.
+
+The HTML is scanned with compiled regexes, never parsed and re-serialised: every
+character outside the replaced href values, a removed data-notrack attribute and
+the inserted pixel stays exactly as written (DESIGN invariant 3). Comments and
+<script>/<style> contents are skipped, except the content of Outlook conditional
+comments (<!--[if mso]> ... <![endif]-->), which Outlook renders but no HTML
+parser looks into, so it gets a pass of its own.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from html import unescape
+from html.entities import html5
+
+__all__ = ["Link", "RewritePlan", "rewrite_html", "rewrite_text"]
+
+PIXEL_POSITIONS = ("bottom", "top")
+
+
+@dataclass(frozen=True)
+class RewritePlan:
+    opens: bool  # insert the pixel
+    clicks: bool  # rewrite links
+    pixel_url: str  # full URL of the pixel image
+    click_base: str  # redirect URL for link n is f"{click_base}{n}"
+    own_prefix: str  # public base URL; links already under it are left alone
+    text_links: bool = False  # also rewrite bare http(s) URLs in text/plain parts
+    pixel_position: str = "bottom"  # "bottom" (before </body>) or "top" (after <body>)
+    allow_dkim_signed: bool = False  # if False, DKIM-signed mail goes out unmodified
+
+    def __post_init__(self) -> None:
+        if self.pixel_position not in PIXEL_POSITIONS:
+            raise ValueError(f"pixel_position must be one of {PIXEL_POSITIONS}, got {self.pixel_position!r}")
+
+
+@dataclass(frozen=True)
+class Link:
+    position: int  # 0-based, document order over every rewritten link of the message
+    url: str  # redirect target as the author meant it: entities decoded once
+
+
+_WS = "\t\n\f\r "  # HTML's whitespace (str.strip() would also eat NBSP and friends)
+
+# Rest of a tag after its name, by the HTML tokenizer's rules for attribute names and
+# quoting. Possessive quantifiers: a tag without ">" fails fast instead of backtracking.
+_TAG_REST = (
+    r"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+"
+    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]++))?)*+"
+)
+_RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
+_NAME_END = r"(?=[\t\n\f\r />])"
+_WANTED = r"(?i:(?:a|area|img|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|v:|/body" + _NAME_END + r")"
+# One match = everything up to and including the next token that needs Python: a
+# conditional comment, or a tag in _WANTED. Text, other tags, other comments and bogus
+# comments (<!doctype>, <![endif]>) are skipped inside the regex engine, whole, so a
+# quoted ">" or "<a" in an attribute never starts a token. An unterminated tag or
+# comment runs to the end of input, as in a browser, and ends the scan.
+_NEXT = re.compile(
+    r"(?:[^<]++"
+    r"|<(?![A-Za-z/!?])"
+    r"|<!--(?![\t\n\f\r ]*+\[(?i:if))(?:-?>|.*?--!?>)"
+    r"|<(?:!(?!--)|\?|/(?![A-Za-z]))[^>]*+>"
+    r"|<(?!" + _WANTED + r")/?[A-Za-z][^\t\n\f\r />]*+" + _TAG_REST + r">"
+    r")*+"
+    r"<(?:!--(?:-?>|(?P<comment>.*?)(?:--!?>|\Z))"
+    r"|(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>)",
+    re.S,
+)
+_ATTR = re.compile(
+    r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
+    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|([^\t\n\f\r >]++)))?"
+)
+# Elements whose content is text, not markup: a "<a href" inside them is no link.
+_RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW_TEXT}
+_A_TEXT_END = re.compile(r"</?a[\t\n\f\r />]", re.I)
+_VML_TEXT_END = re.compile(r"</v:", re.I)
+_TAGS = re.compile(r"<[^>]*>?")
+_DOCTYPE = re.compile(r"[\t\n\f\r ]*(?:<\?xml[^>]*>[\t\n\f\r ]*)?(?:<!doctype[^>]*>)?", re.I)
+_LINK_TEXT_WINDOW = 4096
+
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+_OPT_OUT = re.compile(r"\bopt[\s_-]?out\b")
+_URL_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.I)
+_TEXT_URL_TRAILER = ".,;:!?'\")]}"
+_UNQUOTED_UNSAFE = re.compile(r"[\t\n\f\r \"'=<>`]")
+
+
+def rewrite_html(
+    html: str,
+    plan: RewritePlan,
+    *,
+    first_position: int = 0,
+    unsubscribe_urls: frozenset[str] = frozenset(),
+) -> tuple[str, tuple[Link, ...], bool]:
+    """Decoded HTML in; (new HTML, rewritten links, pixel inserted) out."""
+    scan = _Scan(html, plan, first_position, unsubscribe_urls)
+    scan.run(0, len(html), top=True)
+    pixel = False
+    if plan.opens and not scan.has_pixel:
+        scan.edits.append((scan.pixel_offset(), 0, _pixel_tag(plan.pixel_url)))
+        pixel = True
+    return _apply(html, scan.edits), tuple(scan.links), pixel
+
+
+def rewrite_text(
+    text: str,
+    plan: RewritePlan,
+    *,
+    first_position: int = 0,
+    unsubscribe_urls: frozenset[str] = frozenset(),
+) -> tuple[str, tuple[Link, ...]]:
+    """Bare http(s) URLs of a text/plain body become click redirects."""
+    edits: list[tuple[int, int, str]] = []
+    links: list[Link] = []
+    own = _own_prefix(plan)
+    for m in _TEXT_URL.finditer(text):
+        url = _trim_text_url(m.group())
+        start = m.start()
+        # The words just before a URL (this line and the previous one) are its "link text".
+        context = text[text.rfind("\n", 0, text.rfind("\n", 0, start)) + 1 : start]
+        if not _trackable(url, own, unsubscribe_urls) or _says_unsubscribe(context):
+            continue
+        position = first_position + len(links)
+        links.append(Link(position, url))
+        edits.append((start, len(url), f"{plan.click_base}{position}"))
+    return _apply(text, edits), tuple(links)
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references the way a browser does inside an attribute value.
+
+    Unlike html.unescape, a legacy reference without ';' followed by '=' or an
+    alphanumeric stays literal, so "?a=1&region=eu" keeps its "&reg".
+    """
+    if "&" not in value:
+        return value
+    if "&" not in value.replace("&amp;", ""):  # the usual case: query strings
+        return value.replace("&amp;", "&")
+    return _CHARREF.sub(_attribute_charref, value)
+
+
+def _attribute_charref(m: re.Match[str]) -> str:
+    ref = m.group(1)
+    if ref[0] == "#" or ref in html5:
+        return unescape(m.group())
+    for cut in range(len(ref) - 1, 1, -1):
+        if ref[:cut] in html5:
+            if ref[cut] == "=" or ref[cut].isalnum():
+                break
+            return html5[ref[:cut]] + ref[cut:]
+    return m.group()
+
+
+def clean_url(value: str) -> str:
+    """The URL a browser follows for an href: entities decoded, tabs and newlines dropped."""
+    url = unescape_attribute(value).strip(_WS)
+    return _URL_TAB_NEWLINE.sub("", url) if "\n" in url or "\t" in url or "\r" in url else url
+
+
+@dataclass
+class _Scan:
+    html: str
+    plan: RewritePlan
+    first_position: int
+    unsubscribe_urls: frozenset[str]
+    edits: list[tuple[int, int, str]] = field(default_factory=list)  # (offset, length, new text)
+    links: list[Link] = field(default_factory=list)
+    has_pixel: bool = False
+    body_open_end: int | None = None
+    body_close_start: int | None = None
+
+    def __post_init__(self) -> None:
+        self.own = _own_prefix(self.plan)
+        self.pixel_prefix = self.own + "/o/"
+
+    def run(self, start: int, end: int, *, top: bool) -> None:
+        html, match = self.html, _NEXT.match
+        pos = start
+        while (m := match(html, pos, end)) is not None:
+            pos = m.end()
+            name = m.group("name")
+            if name is None:
+                comment = m.group("comment")
+                if comment is not None and comment.lstrip(_WS)[:3].lower() == "[if":
+                    self.run(m.start("comment"), m.end("comment"), top=False)
+                continue
+            name = name.lower()
+            if m.group("end"):
+                if top and name == "body":
+                    self.body_close_start = m.start()
+            elif name in _RAW_END:
+                close = _RAW_END[name].search(html, pos, end)
+                pos = close.start() if close else end
+            elif name == "a" or name == "area" or name.startswith("v:"):
+                self._link(m, name, end)
+            elif name == "img" and self.own in m.group():  # we write our pixel's src literally
+                src = _attrs(html, m).get("src")
+                if src is not None and clean_url(_value(src)).startswith(self.pixel_prefix):
+                    self.has_pixel = True
+            elif name == "body" and top and self.body_open_end is None:
+                self.body_open_end = pos
+
+    def pixel_offset(self) -> int:
+        if self.plan.pixel_position == "top":
+            if self.body_open_end is not None:
+                return self.body_open_end
+            # Markup before the doctype would switch browsers to quirks mode.
+            return _DOCTYPE.match(self.html).end()
+        return self.body_close_start if self.body_close_start is not None else len(self.html)
+
+    def _link(self, m: re.Match[str], name: str, end: int) -> None:
+        html = self.html
+        href = None
+        notrack = False
+        for attr in _ATTR.finditer(html, m.start("attrs"), m.end("attrs")):
+            attr_name = attr.group(1).lower()
+            if attr_name == "href" and href is None:  # browsers ignore a repeated attribute
+                href = attr
+            elif attr_name == "data-notrack":
+                notrack = True
+                start = attr.start()
+                while html[start - 1] in " \t":  # keep line breaks: line count stays the same
+                    start -= 1
+                self.edits.append((start, attr.end() - start, ""))
+        if notrack or href is None or not self.plan.clicks:
+            return
+        url = clean_url(_value(href))
+        if not _trackable(url, self.own, self.unsubscribe_urls):
+            return
+        if _says_unsubscribe(self._link_text(m, name, end)):
+            return
+        position = self.first_position + len(self.links)
+        self.links.append(Link(position, url))
+        self.edits.append(_replace_value(href, f"{self.plan.click_base}{position}"))
+
+    def _link_text(self, m: re.Match[str], name: str, end: int) -> str:
+        if name == "area":
+            alt = _attrs(self.html, m).get("alt")
+            return unescape_attribute(_value(alt)) if alt is not None else ""
+        stop = min(end, m.end() + _LINK_TEXT_WINDOW)
+        close = (_A_TEXT_END if name == "a" else _VML_TEXT_END).search(self.html, m.end(), stop)
+        inner = self.html[m.end() : close.start() if close else stop]
+        if "&" not in inner and not _says_unsubscribe(inner):
+            return ""  # nothing to decode, and even with tags the words are not there
+        return unescape(_TAGS.sub("", inner))
+
+
+def _attrs(html: str, m: re.Match[str]) -> dict[str, re.Match[str]]:
+    found: dict[str, re.Match[str]] = {}
+    for attr in _ATTR.finditer(html, m.start("attrs"), m.end("attrs")):
+        found.setdefault(attr.group(1).lower(), attr)
+    return found
+
+
+def _value(attr: re.Match[str]) -> str:
+    for group in (2, 3, 4):
+        if attr.group(group) is not None:
+            return attr.group(group)
+    return ""
+
+
+def _replace_value(attr: re.Match[str], url: str) -> tuple[int, int, str]:
+    """Edit that puts url into the attribute, keeping the author's quoting where it can."""
+    text = url.replace("&", "&amp;")
+    if attr.group(2) is not None:
+        return attr.start(2), len(attr.group(2)), text.replace('"', "&quot;")
+    if attr.group(3) is not None:
+        return attr.start(3), len(attr.group(3)), text.replace("'", "&#39;")
+    if attr.group(4) is not None and text and not _UNQUOTED_UNSAFE.search(text):
+        return attr.start(4), len(attr.group(4)), text
+    # A bare `href` or a value that cannot stay unquoted: write the whole attribute anew.
+    return attr.start(), attr.end() - attr.start(), 'href="' + text.replace('"', "&quot;") + '"'
+
+
+def _trackable(url: str, own: str, unsubscribe_urls: frozenset[str]) -> bool:
+    scheme = url[:8].lower()
+    if not (scheme.startswith("http://") or scheme == "https://"):
+        return False  # mailto:, tel:, #anchor, data:, javascript:, cid:, empty, scheme-less
+    if url.startswith(own) and url[len(own) : len(own) + 1] in ("", "/", "?", "#"):
+        return False  # already ours (a second run, or the sender's own tracked link)
+    if url in unsubscribe_urls or _says_unsubscribe(url) or _is_template(url):
+        return False
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes carried as surrogates: no URL to store
+            return False
+    return True
+
+
+def _is_template(url: str) -> bool:
+    """A placeholder the sending application forgot to fill: {{x}}, {%x%}, ${x}, *|X|*, <%x%>."""
+    if ("{" in url or "}" in url) and ("{{" in url or "}}" in url or "{%" in url or "%}" in url or "${" in url):
+        return True
+    return "*|" in url or "|*" in url or "<%" in url or "%>" in url
+
+
+def _says_unsubscribe(text: str) -> bool:
+    """Unsubscribe / opt out / opt-out / leiratkozás (Hungarian), in any case."""
+    text = text.lower()
+    return "unsub" in text or "leiratkoz" in text or ("opt" in text and _OPT_OUT.search(text) is not None)
+
+
+def _own_prefix(plan: RewritePlan) -> str:
+    return plan.own_prefix.rstrip("/")
+
+
+def _trim_text_url(url: str) -> str:
+    while url and url[-1] in _TEXT_URL_TRAILER:
+        if url[-1] == ")" and url.count("(") >= url.count(")"):
+            break  # "https://en.wikipedia.org/wiki/Mail_(band)" keeps its parenthesis
+        url = url[:-1]
+    return url
+
+
+def _pixel_tag(pixel_url: str) -> str:
+    src = pixel_url.replace("&", "&amp;").replace('"', "&quot;")
+    return (
+        f'<img src="{src}" width="1" height="1" alt="" border="0" '
+        'style="display:none;width:1px;height:1px;border:0;margin:0;padding:0;" />'
+    )
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    if not edits:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, length, new in sorted(edits, key=lambda e: (e[0], e[1])):
+        out.append(text[pos:start])
+        out.append(new)
+        pos = start + length
+    out.append(text[pos:])
+    return "".join(out)

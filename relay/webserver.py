@@ -1,0 +1,23 @@
+"""Serve an aiohttp application on an asyncio server the App can close like the SMTP ones."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+# room for a burst of new connections (aiohttp's default backlog is 128)
+BACKLOG = 1024
+
+
+async def start_runner(app: web.Application, shutdown_timeout: float = 5.0) -> web.AppRunner:
+    # no access log: one log line per pixel would cost more than answering it
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    return runner
+
+
+async def listen(runner: web.AppRunner, host: str, port: int) -> asyncio.base_events.Server:
+    """A listening socket for runner; closing it stops new connections, runner.cleanup() ends the rest."""
+    assert runner.server is not None, "start_runner() first"
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(runner.server, host, port, backlog=BACKLOG, reuse_address=True)

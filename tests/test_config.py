@@ -1,0 +1,87 @@
+"""Config: TOML + environment overrides, validated once with one clear line per mistake."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay import config
+from relay.errors import ConfigError
+
+TRACKRELAY = str(Path(sys.executable).parent / "trackrelay")
+
+
+def test_defaults_match_the_design():
+    cfg = config.load(None, {})
+    assert cfg.smtp.listen == "127.0.0.1:2525" and cfg.smtp.max_message_size == 36700160
+    assert cfg.smtp.max_line_length == 8192 and cfg.upstream.url == "capture:"
+    assert cfg.http.public_url == "http://127.0.0.1:8080" and cfg.admin.listen == "127.0.0.1:8081"
+    assert cfg.store.url == "sqlite:///var/trackrelay.db" and cfg.tracking.default_mode == "opt-in"
+    assert cfg.delivery.retry_intervals == (60, 300, 900, 3600, 14400) and cfg.delivery.max_age == 5 * 86400
+    assert cfg.notify.retry_intervals[0] == 10 and cfg.privacy.anonymize_ip is True
+    assert cfg.privacy.retention_days == 365 and cfg.tracking.machine_window == 10
+
+
+def test_file_then_environment(tmp_path):
+    f = tmp_path / "t.toml"
+    f.write_text('[smtp]\nlisten = "127.0.0.1:2600"\ntrusted_networks = ["10.0.0.0/8"]\n'
+                 '[delivery]\nretry_intervals = ["30s", "2m"]\nmax_age = "1d"\n[upstream]\npassword = "s3cret"\n')
+    cfg = config.load(f, {"TRACKRELAY_SMTP_LISTEN": "0.0.0.0:587", "TRACKRELAY_PRIVACY_ANONYMIZE_IP": "false"})
+    assert cfg.smtp.listen == "0.0.0.0:587" and cfg.smtp.trusted_networks == ("10.0.0.0/8",)
+    assert cfg.delivery.retry_intervals == (30, 120) and cfg.delivery.max_age == 86400
+    assert cfg.privacy.anonymize_ip is False
+    assert "s3cret" not in repr(cfg)
+
+
+@pytest.mark.parametrize("toml,key", [
+    ('[smtp]\nlisten = "nonsense"', "smtp.listen"),
+    ('[smtp]\nlistn = "127.0.0.1:25"', "smtp.listn"),
+    ('[smtpp]\nlisten = "127.0.0.1:25"', "smtpp"),
+    ('[upstream]\nurl = "http://x"', "upstream.url"),
+    ('[store]\nurl = "mysql://x"', "store.url"),
+    ('[tracking]\ndefault_mode = "sometimes"', "tracking.default_mode"),
+    ('[delivery]\nmax_age = "forever"', "delivery.max_age"),
+    ('[smtp]\nmax_message_size = "big"', "smtp.max_message_size"),
+    ('[smtp]\ntrusted_networks = ["10.0.0.0/33"]', "smtp.trusted_networks"),
+    ('[privacy]\nanonymize_ip = "yes"', "privacy.anonymize_ip"),
+    ('[smtp\nlisten=', "t.toml"),
+])
+def test_bad_values_name_their_key(tmp_path, toml, key):
+    f = tmp_path / "t.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        config.load(f, {})
+    assert str(e.value).startswith(key) or key in str(e.value)
+
+
+def test_unknown_environment_override_is_an_error():
+    with pytest.raises(ConfigError, match="TRACKRELAY_SMTP_LISTN"):
+        config.load(None, {"TRACKRELAY_SMTP_LISTN": "x"})
+
+
+def test_cli_bad_config_is_one_line_and_non_zero(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('[smtp]\nlisten = "nope"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    out = subprocess.run([TRACKRELAY, "serve", "-c", str(f)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["trackrelay: smtp.listen: expected HOST:PORT, got 'nope'"]
+
+
+def test_init_writes_a_config_that_checks(tmp_path):
+    f = tmp_path / "new.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    subprocess.run([TRACKRELAY, "init", "-c", str(f)], check=True, capture_output=True, env=env, timeout=60)
+    first = config.load(f, {})
+    assert len(first.admin.secret_key) >= 32
+    out = subprocess.run([TRACKRELAY, "check-config", "-c", str(f)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    again = subprocess.run([TRACKRELAY, "init", "-c", str(f)], capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 2 and "exists" in again.stderr
+    f2 = tmp_path / "other.toml"
+    subprocess.run([TRACKRELAY, "init", "-c", str(f2)], check=True, capture_output=True, env=env, timeout=60)
+    assert config.load(f2, {}).admin.secret_key != first.admin.secret_key

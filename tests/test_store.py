@@ -1,0 +1,104 @@
+"""Store contract: what every backend must do (SQLite now; PostgreSQL runs the same tests later)."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from relay.control import Choice
+from relay.policy import UserPolicy
+from relay.store import NewCopy, NewMessage, NewRecipient, RecipientResult
+from relay.store.sqlite import SqliteStore
+
+MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteStore(str(tmp_path / "s.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def message(queue_id: str, user_id: int | None, rcpts=("bob@example.org",), copies=()) -> NewMessage:
+    return NewMessage(
+        queue_id=queue_id, user_id=user_id, mail_from="alice@example.com", message_id="<m@x>",
+        subject="s", body=b"Subject: s\r\n\r\n" + MARKER + b"\r\n", received_at=time.time(), client_ip="192.0.2.7",
+        recipients=tuple(NewRecipient(r, i if copies else None) for i, r in enumerate(rcpts)),
+        copies=tuple(copies),
+    )
+
+
+async def test_users_tokens_and_policy(store):
+    user = await store.add_user("Alice@Example.com", "hash", True)
+    assert user.email == "alice@example.com" and user.is_admin
+    assert (await store.user_by_email("ALICE@example.com")).id == user.id
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.add_user("alice@example.com", "hash")
+    await store.add_api_token(user.id, "tokhash")
+    assert (await store.user_by_api_token("tokhash")).id == user.id
+    assert await store.user_by_api_token("other") is None
+    assert await store.policy(user.id) is None
+    await store.set_policy(user.id, UserPolicy(mode="always", clicks=False, sticky_choice=Choice(True, False)))
+    got = await store.policy(user.id)
+    assert got.mode == "always" and got.clicks is False and got.sticky_choice == Choice(True, False)
+    assert await store.delete_user("alice@example.com") and await store.users() == []
+
+
+async def test_spool_claim_finish_erases_the_body_for_real(store, tmp_path):
+    user = await store.add_user("alice@example.com", "h")
+    mid = await store.spool(message("Q1", user.id, ("bob@example.org", "carol@example.org"),
+                                    copies=[NewCopy("tok-a", "bob@example.org", True, True),
+                                            NewCopy("tok-b", "carol@example.org", True, False)]))
+    [claimed] = await store.claim("w1", time.time(), 10, 60)
+    assert claimed.id == mid and MARKER in claimed.body
+    assert [r.copy.token for r in claimed.recipients] == ["tok-a", "tok-b"]
+    assert await store.claim("w2", time.time(), 10, 60) == []  # locked
+    bob, carol = claimed.recipients
+    status = await store.finish(mid, [RecipientResult(bob.id, "sent"),
+                                      RecipientResult(carol.id, "deferred", "451", time.time() - 1)], time.time())
+    assert status == "deferred"
+    [again] = await store.claim("w2", time.time(), 10, 60)
+    assert [r.address for r in again.recipients] == ["carol@example.org"]
+    assert await store.finish(mid, [RecipientResult(carol.id, "sent")], time.time()) == "sent"
+    row = await store.message_row(mid)
+    assert row["status"] == "sent" and not row["has_body"] and row["sent_at"]
+    await store.checkpoint()
+    for f in tmp_path.glob("s.db*"):
+        assert MARKER not in f.read_bytes(), f"body left in {f.name}"
+    target = await store.copy_target("tok-a")
+    assert target.recipient == "bob@example.org" and target.delivered_at is not None
+
+
+async def test_concurrent_spools_are_group_committed(store):
+    user = await store.add_user("alice@example.com", "h")
+    ids = await asyncio.gather(*(store.spool(message(f"Q{i}", user.id)) for i in range(200)))
+    assert len(set(ids)) == 200
+    assert (await store.queue_counts())["queued"] == 200
+
+
+async def test_a_failing_job_does_not_fail_its_batch(store):
+    user = await store.add_user("alice@example.com", "h")
+    results = await asyncio.gather(store.spool(message("DUP", user.id)), store.spool(message("DUP", user.id)),
+                                   store.spool(message("OK", user.id)), return_exceptions=True)
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+
+
+async def test_release_returns_claims(store):
+    user = await store.add_user("alice@example.com", "h")
+    await store.spool(message("Q1", user.id))
+    assert len(await store.claim("w1", time.time(), 10, 600)) == 1
+    await store.release("w1")
+    assert len(await store.claim("w2", time.time(), 10, 600)) == 1
+
+
+async def test_privacy_rules_only_for_the_asked_addresses(store):
+    await store._runner.write(lambda c: c.executemany(
+        "INSERT INTO do_not_track (entry, created_at) VALUES (?, 0)", [("bob@example.org",), ("@secret.example",)]))
+    await store._runner.write(lambda c: c.execute("INSERT INTO consent (address, created_at) VALUES ('x@y.z', 0)"))
+    rules = await store.privacy_rules(["Bob@Example.org", "eve@secret.example", "x@y.z", "z@z.z"])
+    assert rules.do_not_track == {"bob@example.org", "@secret.example"} and rules.consented == {"x@y.z"}
