@@ -87,22 +87,17 @@ trap cleanup_all EXIT
 trap 'exit 130' INT TERM
 
 note() {  # note PART TEXT: shown in the report and on stderr
-  log "$1: $2"
+  log "$2"
   "$PY" -c 'import json,sys; print(json.dumps({"kind":"note","part":sys.argv[1],"text":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"
 }
 
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 
-smtp_run() {  # smtp_run TARGET PORT CONC RCPTS TRACKING FACTOR REP
-  "$PY" "$BENCH/lib/smtp_run.py" run --port "$2" --sink-log "$SINK_LOG" --msg "$WORK/data/newsletter.eml" \
-    --from "$BENCH_FROM" --to "$BENCH_TO" --n "$N" --conc "$3" --rcpts "$4" --factor "$6" \
-    --timeout "$E2E_TIMEOUT" --label "target=$1" --label "tracking=$5" --label "rep=$7" --out "$RESULTS" \
-    | "$PY" -c 'import json,sys
-for l in sys.stdin:
-    r = json.loads(l)
-    print(f"  {r[\"target\"]:8} sessions={r[\"conc\"]:<3} rcpts={r[\"rcpts\"]} tracking={r[\"tracking\"]:3} "
-          f"accept={r[\"accept_mps\"]} e2e={r[\"e2e_mps\"]} msg/s  {r[\"status\"]} {r[\"first_error\"][:60]}", file=sys.stderr)' \
-    || true
+smtp_run() {  # smtp_run BLOCK TARGET PORT CONC RCPTS TRACKING FACTOR REP
+  "$PY" "$BENCH/lib/smtp_run.py" run --port "$3" --sink-log "$SINK_LOG" --msg "$WORK/data/newsletter.eml" \
+    --from "$BENCH_FROM" --to "$BENCH_TO" --n "$N" --conc "$4" --rcpts "$5" --factor "$7" \
+    --timeout "$E2E_TIMEOUT" --label "block=$1" --label "target=$2" --label "tracking=$6" --label "rep=$8" \
+    --out "$RESULTS" || true
 }
 
 smtp_probe() {  # smtp_probe PORT RCPTS -> prints upstream messages per submitted mail
@@ -153,7 +148,7 @@ if want smtp; then
   ensure_sink
   PF_OK=0
   if have postfix && postfix_start "$POSTFIX_PORT" "$SINK_PORT"; then
-    if k=$(smtp_probe "$POSTFIX_PORT" 3); then PF_OK=1; PF_K3=$k; else note smtp "postfix accepted but delivered nothing to the sink"; fi
+    if k=$(smtp_probe "$POSTFIX_PORT" 3); then PF_OK=1; else note smtp "postfix accepted but delivered nothing to the sink"; fi
   else
     note smtp "postfix reference not available: see $WORK/postfix"
   fi
@@ -175,17 +170,17 @@ if want smtp; then
   for ((rep = 1; rep <= REPS; rep++)); do
     log "-- SMTP round $rep/$REPS"
     for conc in 1 "$CONC"; do
-      smtp_run sink "$SINK_PORT" "$conc" 1 - 1 "$rep"
-      ((PF_OK)) && smtp_run postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep"
+      smtp_run off sink "$SINK_PORT" "$conc" 1 - 1 "$rep"
+      ((PF_OK)) && smtp_run off postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep"
       if ((RELAY_OK)) && relay_alive; then
-        relay_policy off && smtp_run relay "$RELAY_SMTP_PORT" "$conc" 1 off "$K_OFF" "$rep"
+        relay_policy off && smtp_run off relay "$RELAY_SMTP_PORT" "$conc" 1 off "$K_OFF" "$rep"
       fi
     done
     for rc in 1 3; do
       k=K_ON$rc
-      ((PF_OK)) && smtp_run postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep"
+      ((PF_OK)) && smtp_run on postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep"
       if ((RELAY_OK)) && [[ -n ${!k} ]] && relay_alive; then
-        relay_policy always && smtp_run relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${!k}" "$rep"
+        relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${!k}" "$rep"
       fi
     done
   done
@@ -232,13 +227,7 @@ if want hits; then
       local db=()
       [[ -n ${5:-} ]] && db=(--db "$5")
       "$PY" "$BENCH/lib/hits.py" run --url "$3" "${db[@]}" --dur "$DUR" --conns "$CONNS" --threads "$THREADS" \
-        --label "target=$1" --label "endpoint=$2" --label "rep=$4" --raw-dir "$WORK/raw" --out "$RESULTS" \
-        | "$PY" -c 'import json,sys
-for l in sys.stdin:
-    r = json.loads(l)
-    print(f"  {r[\"target\"]:6} {r[\"endpoint\"]:6} rps={r.get(\"rps\")} p99={r.get(\"p99_ms\")}ms requests={r.get(\"requests\")} "
-          f"stored={r.get(\"stored\", \"-\")} lost={r.get(\"lost\", \"-\")} {r[\"status\"]} {r.get(\"error\", \"\")[:80]}", file=sys.stderr)' \
-        || true
+        --label "target=$1" --label "endpoint=$2" --label "rep=$4" --raw-dir "$WORK/raw" --out "$RESULTS" || true
     }
     for ((rep = 1; rep <= HTTP_REPS; rep++)); do
       for ep in pixel click; do

@@ -7,15 +7,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from admin import make_admin_app
+from admin.keys import AdminSettings
+from admin.ops import register_mail_metrics
 from relay.auth import hash_password, new_password
 from relay.config import Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.errors import StartupError
+from relay.hit_recorder import HitRecorder, RecorderSettings
+from relay.hit_tracker import HitTracker, TrackerSettings
+from relay.http_hits import make_hits_app
 from relay.intake import TrackingRules
+from relay.metrics import Metrics
+from relay.netaddr import parse_networks
 from relay.smtpd import Credentials, RelayHandler, SmtpPolicy, start_listener, trusted_networks
 from relay.store import Store, open_store
 from relay.tlsutil import self_signed, server_context
 from relay.upstream import CaptureUpstream, SmtpUpstream, Upstream
+from relay.webserver import listen, start_runner
 
 log = logging.getLogger(__name__)
 PARTS = ("smtp", "delivery", "hits", "admin")
@@ -41,6 +50,9 @@ class App:
         self.delivery: DeliveryWorker | None = None
         self.upstream: Upstream | None = None
         self.handler: RelayHandler | None = None
+        self.metrics = Metrics()
+        self.recorder: HitRecorder | None = None
+        self.hits: HitTracker | None = None
         self._tasks: list[asyncio.Task] = []
         self._cleanups: list[Callable[[], Any]] = []
         self._stopped = False
@@ -120,10 +132,27 @@ class App:
                 self.handler, h, p, tls=tls, implicit_tls=True, policy=policy))
 
     async def _start_hits(self) -> None:
-        pass
+        cfg = self.cfg
+        self.recorder = HitRecorder(self.store, self.metrics, RecorderSettings(max_queue=cfg.http.hit_queue_size))
+        self.recorder.start()
+        self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
+            anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
+        runner = await start_runner(make_hits_app(self.hits, parse_networks(cfg.http.trusted_proxies)))
+        # cleanups run last-first: connections end, pending look-ups finish, the queue is
+        # flushed - all before the store closes
+        self._cleanups += [self.recorder.close, self.hits.close, runner.cleanup]
+        self.servers["hits"] = await _listen("http.listen", cfg.http.listen, lambda h, p: listen(runner, h, p))
 
     async def _start_admin(self) -> None:
-        pass
+        register_mail_metrics(self.metrics, self.store,
+                              accepted=lambda: self.handler.accepted if self.handler else 0,
+                              results=lambda: self.delivery.counts if self.delivery else {})
+        settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
+                                 default_mode=self.cfg.tracking.default_mode)
+        runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
+        self._cleanups.append(runner.cleanup)
+        self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
+                                              lambda h, p: listen(runner, h, p))
 
     async def stop(self) -> None:
         """Stop accepting, finish or release claimed deliveries, flush, close the store."""

@@ -57,6 +57,23 @@ UA_SECTIONS = ("proxy", "prefetch", "mpp", "stripped-webkit", "scanner", "mail-c
 
 MAX_UA = 1024  # real browsers stay under ~500 characters; longer is a fuzzer or a tool
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Exact shapes of today's mainstream browser UAs (lower-cased). Most hits carry one; a full
+# match leaves no room for a bot's name (only version numbers vary), so the ~300-pattern
+# search can be skipped: ~1 us instead of ~8 us. Anything else takes the full search.
+_COMMON_BROWSER = re.compile(
+    r"mozilla/5\.0 \("
+    r"(?:windows nt \d+\.\d+(?:; win64; x64|; wow64)?|macintosh; intel mac os x \d+[_.]\d+(?:[_.]\d+)?"
+    r"|x11; (?:ubuntu; )?linux x86_64|x11; cros (?:x86_64|aarch64|armv7l) [\d.]+"
+    r"|linux; android [\d.]+(?:; k)?|android [\d.]+; mobile"
+    r"|(?:iphone; cpu iphone os|ipad; cpu os) [\d_]+ like mac os x)"
+    r"(?:; rv:[\d.]+\) gecko/[\d.]+ firefox/[\d.]+"
+    r"|\) applewebkit/[\d.]+ \(khtml, like gecko\) (?:"
+    r"(?:samsungbrowser/[\d.]+ )?chrome/[\d.]+ (?:mobile )?safari/[\d.]+(?: (?:edg|opr)/[\d.]+)?"
+    r"|version/[\d.]+ (?:mobile/\d+[a-z]\d+ )?safari/[\d.]+"
+    r"|(?:crios|fxios|gsa)/[\d.]+ mobile/\d+[a-z]\d+ safari/[\d.]+))"
+)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zeros, like ipaddress
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _PURPOSE = re.compile(r"prefetch|preview|prerender", re.IGNORECASE)
 
 # what the user agent alone says (internal; classify() turns it into a class)
@@ -220,9 +237,9 @@ class _NetworkTable:
                     flags.append(value)
             self._segments[version] = (starts, flags)
 
-    def flags(self, address: Address) -> int:
-        starts, flags = self._segments[address.version]
-        i = bisect_right(starts, int(address)) - 1
+    def flags(self, version: int, value: int) -> int:
+        starts, flags = self._segments[version]
+        i = bisect_right(starts, value) - 1
         return flags[i] if i >= 0 else 0
 
 
@@ -322,9 +339,15 @@ def _ua_verdict(rules: Rules, ua: str) -> str:
     if not ua or len(ua) > MAX_UA or _CONTROL.search(ua):
         return SCANNER
     low = ua.strip().lower()
-    match = rules.ua
     if not low:
         return SCANNER
+    if _COMMON_BROWSER.fullmatch(low):
+        return _UA_PERSON
+    return _ua_sections(rules, low)
+
+
+def _ua_sections(rules: Rules, low: str) -> str:
+    match = rules.ua
     if match["any"](low):  # rarely true; then find the section, in order of priority
         if match["proxy"](low):
             return PROXY
@@ -344,10 +367,14 @@ def _ua_verdict(rules: Rules, ua: str) -> str:
 
 def _ip_info(rules: Rules, text: str) -> tuple[str, int]:
     """(canonical text, network flags) of an IP; invalid text: (stripped text, 0)."""
-    address = _address(text)
+    stripped = text.strip()
+    if _IPV4.fullmatch(stripped):  # the usual case, 3x faster than ipaddress's parser
+        a, b, c, d = map(int, stripped.split("."))
+        return stripped, rules.networks.flags(4, a << 24 | b << 16 | c << 8 | d)
+    address = _address(stripped)
     if address is None:
-        return text.strip(), 0
-    return str(address), rules.networks.flags(address)
+        return stripped, 0
+    return str(address), rules.networks.flags(address.version, int(address))
 
 
 def _address(text: str) -> Address | None:
@@ -362,6 +389,8 @@ def _address(text: str) -> Address | None:
 
 
 def _is_sender(raw_ip: str, ip: str, sender_ips: Iterable[str]) -> bool:
+    if isinstance(sender_ips, str):  # one address handed over bare: not a substring test
+        sender_ips = (sender_ips,)
     try:
         if raw_ip in sender_ips:
             return True
@@ -374,7 +403,12 @@ def _is_sender(raw_ip: str, ip: str, sender_ips: Iterable[str]) -> bool:
 @lru_cache(maxsize=1024)
 def _canonical_set(ips: frozenset[str]) -> frozenset[str]:
     # the store may hand over "2001:DB8::1" or "::ffff:192.0.2.1"; compare canonical forms
-    return frozenset(str(a) if (a := _address(ip)) else ip.strip() for ip in ips if isinstance(ip, str))
+    canonical = set()
+    for ip in ips:
+        if isinstance(ip, str):
+            address = _address(ip)
+            canonical.add(ip.strip() if address is None else str(address))
+    return frozenset(canonical)
 
 
 def _at_delivery(at: datetime, ctx: HitContext) -> bool:
@@ -389,7 +423,7 @@ def _at_delivery(at: datetime, ctx: HitContext) -> bool:
 
 def _in_burst(hit: Hit, ctx: HitContext) -> bool:
     """A click on another link of the same copy within burst_window: nobody clicks that fast."""
-    for entry in ctx.recent_clicks:
+    for entry in ctx.recent_clicks or ():
         try:
             at, position = entry
             if position != hit.position and abs(hit.at - at) <= ctx.burst_window:

@@ -48,6 +48,16 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def rewrite_plan(copy: CopyRef, s: DeliverySettings) -> RewritePlan:
     base = s.public_url.rstrip("/")
     return RewritePlan(
@@ -107,7 +117,18 @@ class DeliveryWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    async def recover(self) -> None:
+        """At start: take back claims of dead workers on this host, and retry waiting mail now."""
+        host = socket.gethostname()
+        for holder in await self.store.lock_holders():
+            holder_host, _, pid = holder.rpartition(":")
+            if holder_host == host and pid.isdigit() and not _alive(int(pid)):
+                log.info("releasing mail claimed by %s, which is gone", holder)
+                await self.store.release(holder)
+        await self.store.retry_now(self.clock())
+
     async def run(self) -> None:
+        await self.recover()
         while not self._stopping:
             free = self.s.workers - len(self._tasks)
             claimed = []

@@ -35,11 +35,13 @@ class RewriteResult:
 
 # Rewriting inside these would break a signature, or cannot work on ciphertext.
 _SEALED_TYPES = ("multipart/signed", "multipart/encrypted", "application/pkcs7-mime")
+# With surrogateescape these decode and encode back any bytes unchanged; others are checked.
+_LOSSLESS_CODECS = ("utf-8", "ascii", "iso8859-1")
 _IDENTITY_CTES = ("7bit", "8bit", "binary", "7bits", "8bits")  # "8bits": a typo seen in real mail
 _HEADERS = BytesHeaderParser(policy=compat32)
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_HARD_LF = re.compile(rb"(?<!=)(?<!=\r)\n")  # "=" before a line break makes it a soft one
+_HARD_LF = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")  # "=" before a line break makes it a soft one
 _ANGLE_URL = re.compile(r"<([^>]*)>")
 _ASCII_WS = re.compile(r"[\t\n\r ]+")
 _MAX_SMTP_LINE = 998
@@ -151,12 +153,12 @@ def _visit(
 ) -> None:
     """Collect the HTML (and, if asked, plain-text) bodies of a part that may be rewritten."""
     ctype = headers.get_content_type()
+    maintype = ctype.partition("/")[0]
     if ctype in _SEALED_TYPES:
         reasons.append(f"{ctype} part {path} left as is")
-        return
-    if headers.get_content_disposition() == "attachment" or headers.get_content_maintype() == "message":
-        return  # attachments, attached and reported messages are not ours to change
-    if headers.get_content_maintype() == "multipart":
+    elif maintype == "message" or headers.get_content_disposition() == "attachment":
+        pass  # attachments, attached and reported messages are not ours to change
+    elif maintype == "multipart":
         boundary = _boundary(headers, path)
         if boundary in outer_boundaries:  # the parser and a mail client may disagree on nesting
             raise _Unlocatable(f"part {path} reuses an outer boundary")
@@ -233,7 +235,7 @@ def _decode(raw: bytes, leaf: _Leaf) -> _Decoded | str:
         return f"undecodable {cte} body in part {path}"
     # surrogateescape carries stray bytes through untouched; the round trip proves it.
     text = data.decode(codec, "surrogateescape")
-    if text.encode(codec, "surrogateescape") != data:
+    if codec not in _LOSSLESS_CODECS and text.encode(codec, "surrogateescape") != data:
         return f"{charset} text of part {path} does not round-trip"
     eol = b"\r\n" if b"\r\n" in (body if b"\n" in body else raw) else b"\n"
     return _Decoded(leaf, body, data, text, cte, codec, eol)
@@ -250,8 +252,8 @@ def _encode(decoded: _Decoded, text: str) -> bytes | str:
         out = _requote_changed_lines(decoded, data)
         if out is None or binascii.a2b_qp(out) != data:
             out = _quoted_printable(data, decoded.eol)
-        if binascii.a2b_qp(out) != data:
-            return f"quoted-printable of part {path} cannot be re-encoded exactly"
+            if binascii.a2b_qp(out) != data:
+                return f"quoted-printable of part {path} cannot be re-encoded exactly"
         return out
     if decoded.cte == "base64":
         return _base64_like(decoded.original, data, decoded.eol)
@@ -276,21 +278,24 @@ def _requote_changed_lines(decoded: _Decoded, data: bytes) -> bytes | None:
     None when the original's hard lines do not map one to one onto the text's lines
     (an encoded =0A, say); the caller then encodes the whole body.
     """
+    groups = _HARD_LF.split(decoded.original)
     old_lines = decoded.data.split(b"\n")
     new_lines = data.split(b"\n")
-    groups = _HARD_LF.split(decoded.original)
     if not len(groups) == len(old_lines) == len(new_lines):
         return None
-    out = []
-    for group, old, new in zip(groups, old_lines, new_lines):
-        if old == new:
-            out.append(group)
-            continue
-        cr = b"\r" if new.endswith(b"\r") and decoded.eol == b"\r\n" else b""
-        content = new[: len(new) - len(cr)]
-        encoded = binascii.b2a_qp(content, istext=b"\r" not in content)
-        out.append(encoded.replace(b"\r\n", b"\n").replace(b"\n", decoded.eol) + cr)
-    return b"\n".join(out)
+    eol = decoded.eol
+    return b"\n".join(
+        group if old == new else _quoted_printable_line(new, eol)
+        for group, old, new in zip(groups, old_lines, new_lines)
+    )
+
+
+def _quoted_printable_line(line: bytes, eol: bytes) -> bytes:
+    """One hard line (split at LF, so a CRLF line still ends with CR), soft-broken at 76."""
+    cr = b"\r" if eol == b"\r\n" and line.endswith(b"\r") else b""
+    content = line[: len(line) - len(cr)]
+    encoded = binascii.b2a_qp(content, istext=b"\r" not in content)
+    return encoded.replace(b"\r\n", b"\n").replace(b"\n", eol) + cr
 
 
 def _quoted_printable(data: bytes, eol: bytes) -> bytes:

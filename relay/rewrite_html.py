@@ -68,10 +68,16 @@ _NEXT = re.compile(
     r"|(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>)",
     re.S,
 )
-_ATTR = re.compile(
-    r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
-    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|([^\t\n\f\r >]++)))?"
+# One attribute: group 1 its name, 2, 3 or 4 its value ("double", 'single', unquoted).
+_ATTR_NAME = r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
+_ATTR_VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|([^\t\n\f\r >]++)))?"
+_ATTR = re.compile(_ATTR_NAME + _ATTR_VALUE)
+# The first href attribute (same groups), the attributes before it skipped in the engine.
+_OTHER_ATTR = (
+    r"(?!(?i:href)(?:[\t\n\f\r /=>]|\Z))[^\t\n\f\r />][^\t\n\f\r /=>]*+"
+    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]++))?"
 )
+_HREF = re.compile(r"(?:[\t\n\f\r /]++|" + _OTHER_ATTR + r")*+" + r"([Hh][Rr][Ee][Ff])" + _ATTR_VALUE)
 # Elements whose content is text, not markup: a "<a href" inside them is no link.
 _RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW_TEXT}
 _A_TEXT_END = re.compile(r"</?a[\t\n\f\r />]", re.I)
@@ -213,19 +219,12 @@ class _Scan:
 
     def _link(self, m: re.Match[str], name: str, end: int) -> None:
         html = self.html
-        href = None
-        notrack = False
-        for attr in _ATTR.finditer(html, m.start("attrs"), m.end("attrs")):
-            attr_name = attr.group(1).lower()
-            if attr_name == "href" and href is None:  # browsers ignore a repeated attribute
-                href = attr
-            elif attr_name == "data-notrack":
-                notrack = True
-                start = attr.start()
-                while html[start - 1] in " \t":  # keep line breaks: line count stays the same
-                    start -= 1
-                self.edits.append((start, attr.end() - start, ""))
-        if notrack or href is None or not self.plan.clicks:
+        if "notrack" in m.group().lower() and self._drop_notrack(m):
+            return
+        if not self.plan.clicks:
+            return
+        href = _HREF.match(html, m.start("attrs"), m.end("attrs"))
+        if href is None:
             return
         url = clean_url(_value(href))
         if not _trackable(url, self.own, self.unsubscribe_urls):
@@ -235,6 +234,18 @@ class _Scan:
         position = self.first_position + len(self.links)
         self.links.append(Link(position, url))
         self.edits.append(_replace_value(href, f"{self.plan.click_base}{position}"))
+
+    def _drop_notrack(self, m: re.Match[str]) -> bool:
+        """Remove every data-notrack attribute of the tag; True if there was one."""
+        found = False
+        for attr in _ATTR.finditer(self.html, m.start("attrs"), m.end("attrs")):
+            if attr.group(1).lower() == "data-notrack":
+                found = True
+                start = attr.start()
+                while self.html[start - 1] in " \t":  # keep line breaks: line count stays the same
+                    start -= 1
+                self.edits.append((start, attr.end() - start, ""))
+        return found
 
     def _link_text(self, m: re.Match[str], name: str, end: int) -> str:
         if name == "area":
@@ -271,8 +282,8 @@ def _replace_value(attr: re.Match[str], url: str) -> tuple[int, int, str]:
         return attr.start(3), len(attr.group(3)), text.replace("'", "&#39;")
     if attr.group(4) is not None and text and not _UNQUOTED_UNSAFE.search(text):
         return attr.start(4), len(attr.group(4)), text
-    # A bare `href` or a value that cannot stay unquoted: write the whole attribute anew.
-    return attr.start(), attr.end() - attr.start(), 'href="' + text.replace('"', "&quot;") + '"'
+    # A value that cannot stay unquoted: write the whole attribute anew, quoted.
+    return attr.start(1), attr.end() - attr.start(1), 'href="' + text.replace('"', "&quot;") + '"'
 
 
 def _trackable(url: str, own: str, unsubscribe_urls: frozenset[str]) -> bool:

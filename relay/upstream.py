@@ -96,10 +96,9 @@ class SmtpUpstream:
         return conn
 
     async def close(self) -> None:
-        for conns in self._idle.values():
-            for conn, _ in conns:
-                await _quietly_close(conn)
+        conns = [conn for idle in self._idle.values() for conn, _ in idle]
         self._idle.clear()
+        await asyncio.gather(*(_quietly_close(conn) for conn in conns))
 
 
 async def _transact(conn: aiosmtplib.SMTP, mail_from: str, rcpt_tos: Sequence[str],
@@ -144,6 +143,6 @@ async def _reset(conn: aiosmtplib.SMTP) -> None:
 async def _quietly_close(conn: aiosmtplib.SMTP) -> None:
     try:
         if conn.is_connected:
-            await conn.quit()
+            await conn.quit(timeout=2)
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
         conn.close()

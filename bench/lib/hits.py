@@ -172,7 +172,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     except (RuntimeError, subprocess.TimeoutExpired, sqlite3.Error) as e:
         res.update(status="error", error=str(e)[:300])
     line = json.dumps(res)
-    print(line, flush=True)
+    print(f"  {res.get('target', '?'):6} {res.get('endpoint', '?'):6} rps={res.get('rps')} p99={res.get('p99_ms')}ms "
+          f"requests={res.get('requests')} stored={res.get('stored', '-')} lost={res.get('lost', '-')} "
+          f"{res['status']} {res.get('error', '')[:100]}", file=sys.stderr, flush=True)
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(line + "\n")

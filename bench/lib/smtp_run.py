@@ -15,7 +15,7 @@ connection per message; REUSE=1 in the environment adds -d), R recipients per me
           with per-recipient tracking. Measure it with `probe`.
 Rates are submitted mails per second. Bounded: smtp-source is killed (by PID) after
 --timeout seconds, and the e2e wait gives up when the sink stalls for 20 s.
-Prints one JSON object and appends it to --out.
+Appends one JSON object to --out and prints a summary line on stderr.
 
 probe: sends one mail and prints how many messages reached the sink (waits until the
 count has been stable for 1.5 s, at most 20 s); exit 1 if none arrived.
@@ -115,7 +115,9 @@ def run(a: argparse.Namespace) -> int:
                sink_msgs=got, source_rc=proc.returncode, source_errors=len(errors),
                first_error=errors[0][:200] if errors else "")
     line = json.dumps(res, ensure_ascii=False)
-    print(line, flush=True)
+    print(f"  {res.get('target', '?'):8} sessions={a.conc:<3} rcpts={a.rcpts} tracking={res.get('tracking', '-'):3} "
+          f"accept={res['accept_mps']} e2e={res['e2e_mps']} msg/s  sink+{got} {status} {res['first_error'][:80]}",
+          file=sys.stderr, flush=True)
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(line + "\n")

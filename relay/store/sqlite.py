@@ -188,6 +188,20 @@ class SqliteStore(ReportsMixin):
                 await self.checkpoint()
         return status
 
+    async def lock_holders(self) -> set[str]:
+        return await self._runner.read(
+            lambda c: {r[0] for r in c.execute("SELECT DISTINCT locked_by FROM messages WHERE locked_by IS NOT NULL")}
+        )
+
+    async def retry_now(self, now: float) -> None:
+        """After a restart, waiting mail is tried at once instead of at its next retry time."""
+        await self._runner.write(
+            lambda c: c.execute(
+                "UPDATE messages SET next_attempt_at = ? WHERE status IN ('queued', 'deferred') AND next_attempt_at > ?",
+                (now, now),
+            )
+        )
+
     async def release(self, worker: str) -> None:
         await self._runner.write(
             lambda c: c.execute(
