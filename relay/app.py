@@ -114,6 +114,7 @@ class App:
                 default_mode=self.cfg.tracking.default_mode,
                 internal_domains=frozenset(d.lower() for d in self.cfg.tracking.internal_domains),
                 max_split=self.cfg.tracking.max_split,
+                consent_required=self.cfg.privacy.consent == "required",
             ),
         )
         wake = self.delivery.wake if self.delivery else (lambda: None)

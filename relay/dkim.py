@@ -1,14 +1,40 @@
-"""No I/O: DKIM-sign a message after the rewrite (dkimpy), so unsigned providers still get valid mail."""
+"""DKIM-sign a message after tracking rewrote it. No I/O.
+
+Rewriting changes the body, so the relay signs the copy it sends with its own key
+(dkimpy does the cryptography); the receiver then sees a valid signature for the
+relay's domain instead of a broken one.
+"""
 from __future__ import annotations
 
-import dkim
+import dkim as dkimpy
 
-SIGNED_HEADERS = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
-                  b"mime-version", b"content-type", b"content-transfer-encoding", b"list-unsubscribe")
+from relay.errors import TrackrelayError
+
+__all__ = ["DkimError", "sign"]
+
+# relaxed/relaxed survives the whitespace changes and header refolding of later hops.
+_CANONICALIZE = (b"relaxed", b"relaxed")
+
+
+class DkimError(TrackrelayError, ValueError):
+    """The key, the domain/selector or the message cannot be used for a signature."""
 
 
 def sign(data: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:
-    """Return data with a DKIM-Signature header prepended (relaxed/relaxed, rsa-sha256 or ed25519)."""
-    signature = dkim.sign(data, selector.encode(), domain.encode(), private_key,
-                          canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS))
+    """The message with a DKIM-Signature header (rsa-sha256, PEM key) prepended."""
+    header_end = data.find(b"\n\n")
+    crlf_header_end = data.find(b"\r\n\r\n")
+    headers = data[: max(header_end, crlf_header_end) if max(header_end, crlf_header_end) >= 0 else len(data)]
+    linesep = b"\r\n" if b"\r\n" in headers or not headers else b"\n"  # fold the header like the message
+    try:
+        signature = dkimpy.sign(
+            data,
+            selector.encode("ascii"),
+            domain.encode("ascii"),
+            private_key,
+            canonicalize=_CANONICALIZE,
+            linesep=linesep,
+        )
+    except (dkimpy.DKIMException, UnicodeEncodeError, ValueError) as exc:
+        raise DkimError(f"cannot DKIM-sign for {selector}._domainkey.{domain}: {exc}") from exc
     return signature + data

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Generic, Hashable, Protocol, TypeVar
+from typing import Awaitable, Callable, Generic, Hashable, Protocol, TypeVar
 
 from relay.classify import Hit, HitContext, Rules, classify, load_rules
 from relay.errors import StoreUnavailable
@@ -78,6 +78,14 @@ class TtlCache(Generic[K, V]):
         self._data.move_to_end(key)
         return item[1]
 
+    def peek(self, key: K) -> tuple[V, bool] | None:
+        """(value, still fresh) even after expiry, for serve-stale-while-refreshing."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        self._data.move_to_end(key)
+        return item[1], item[0] >= time.monotonic()
+
     def put(self, key: K, value: V, ttl: float | None = None) -> None:
         self._data[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
         self._data.move_to_end(key)
@@ -98,10 +106,12 @@ class HitTracker:
         self.clock = clock
         self.rules = rules if rules is not None else load_rules()
         self._targets: TtlCache[str, CopyTarget | None] = TtlCache(settings.target_cache_size, settings.target_ttl)
-        self._lookups: dict[str, asyncio.Future] = {}
+        self._lookups: dict[Hashable, asyncio.Future] = {}
         self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
         self._clicks: OrderedDict[int, deque[tuple[float, int]]] = OrderedDict()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Future] = set()  # hits waiting for a look-up
+        self._behind: dict[str, asyncio.Future] = {}  # token -> its latest hit in _tasks
+        self._refreshes: set[asyncio.Future] = set()
         self.hits = metrics.counter("trackrelay_hits_total", "Hits on known tokens by kind and class",
                                     ("kind", "class"))
         self.unknown = metrics.counter("trackrelay_hits_unknown_total", "Hits on unknown or malformed tokens",
@@ -115,11 +125,15 @@ class HitTracker:
         cached = self._targets.get(token)
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]
-        pending = self._lookups.get(token)
-        if pending is None:  # one store read per token, however many requests wait for it
-            pending = asyncio.ensure_future(self._load(token))
-            self._lookups[token] = pending
-            pending.add_done_callback(lambda _f: self._lookups.pop(token, None))
+        return await self._once(("copy", token), lambda: self._load(token))
+
+    async def _once(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+        """One store read per key, however many requests wait for it at the same time."""
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(load())
+            self._lookups[key] = pending
+            pending.add_done_callback(lambda _f: self._lookups.pop(key, None))
         return await asyncio.shield(pending)
 
     async def _load(self, token: str) -> CopyTarget | None:
@@ -144,18 +158,38 @@ class HitTracker:
 
     def observe_open(self, token: str, raw: RawHit) -> None:
         """Record a pixel hit; returns at once (the look-up, if any, runs in the background)."""
-        target = self._targets.get(token)
-        if target is None:
-            self.unknown.inc(raw.kind)
-        elif target is not _MISSING and self._try_now(target, raw, ()):  # type: ignore[arg-type]
-            return
-        else:
-            self._spawn(self._record_later(token, raw, None))
+        if token not in self._behind:
+            target = self._targets.get(token)
+            if target is None:
+                self.unknown.inc(raw.kind)
+                return
+            if target is not _MISSING and self._try_now(target, raw, ()):  # type: ignore[arg-type]
+                return
+        self._defer(token, raw, None)
 
-    def observe_click(self, target: CopyTarget, raw: RawHit) -> None:
+    def observe_click(self, token: str, target: CopyTarget, raw: RawHit) -> None:
         history = self._click_history(target.copy_id, raw)
-        if not self._try_now(target, raw, history):
-            self._spawn(self._record_later(None, raw, (target, history)))
+        if token in self._behind or not self._try_now(target, raw, history):
+            self._defer(token, raw, (target, history))
+
+    def _defer(self, token: str, raw: RawHit, known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None) -> None:
+        """Record in the background, after any earlier hit on this token still waiting there:
+        a copy's hits reach the store in arrival order, which implied opens and "first
+        human open" notifications depend on."""
+        if len(self._tasks) >= self.s.max_pending:
+            self.dropped.inc("overload")
+            return
+        before = self._behind.get(token)
+        task = asyncio.ensure_future(self._record_later(token, raw, known, before))
+        self._tasks.add(task)
+        self._behind[token] = task
+
+        def done(t: asyncio.Future) -> None:
+            self._tasks.discard(t)
+            if self._behind.get(token) is t:
+                del self._behind[token]
+
+        task.add_done_callback(done)
 
     def _click_history(self, copy_id: int, raw: RawHit) -> tuple[tuple[float, int], ...]:
         """This copy's recent clicks before this one, then this one added (for bursts)."""
@@ -170,22 +204,36 @@ class HitTracker:
         return before
 
     def _try_now(self, target: CopyTarget, raw: RawHit, history: tuple[tuple[float, int], ...]) -> bool:
-        if target.user_id is None:
-            senders: frozenset[str] | object = frozenset()
-        else:
-            senders = self._sender_ips.get(target.user_id)
-            if senders is _MISSING:
+        senders: frozenset[str] = frozenset()
+        if target.user_id is not None:
+            known = self._sender_ips.peek(target.user_id)
+            if known is None:
                 return False
-        self._submit(target, raw, senders, history)  # type: ignore[arg-type]
+            senders, fresh = known
+            if not fresh and ("senders", target.user_id) not in self._lookups:
+                # this hit gets the older list; later ones the refreshed one
+                task = asyncio.ensure_future(self._refresh_senders(target.user_id))
+                self._refreshes.add(task)
+                task.add_done_callback(self._refreshes.discard)
+        self._submit(target, raw, senders, history)
         return True
 
-    async def _record_later(self, token: str | None, raw: RawHit,
-                            known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None) -> None:
+    async def _refresh_senders(self, user_id: int) -> None:
+        try:
+            await self._once(("senders", user_id), lambda: self._load_senders(user_id))
+        except StoreUnavailable as e:
+            log.warning("sender addresses not refreshed: %s", e)
+
+    async def _record_later(self, token: str, raw: RawHit,
+                            known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None,
+                            before: asyncio.Future | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
         delay, deadline = 0.05, time.monotonic() + self.s.lookup_deadline
         while True:
             try:
                 if known is None:
-                    target = await self.target(token or "")
+                    target = await self.target(token)
                     if target is None:
                         self.unknown.inc(raw.kind)
                         return
@@ -208,11 +256,13 @@ class HitTracker:
     async def _senders(self, user_id: int | None) -> frozenset[str]:
         if user_id is None:
             return frozenset()
-        cached = self._sender_ips.get(user_id)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
-        since = self.clock() - SENDER_IP_DAYS * 86400
-        ips = await self.store.recent_sender_ips(user_id, since)
+        known = self._sender_ips.peek(user_id)
+        if known is not None:
+            return known[0]
+        return await self._once(("senders", user_id), lambda: self._load_senders(user_id))
+
+    async def _load_senders(self, user_id: int) -> frozenset[str]:
+        ips = await self.store.recent_sender_ips(user_id, self.clock() - SENDER_IP_DAYS * 86400)
         self._sender_ips.put(user_id, ips)
         return ips
 
@@ -238,17 +288,10 @@ class HitTracker:
         self.recorder.submit(NewEvent(target.copy_id, target.message_id, raw.kind, raw.at, raw.position, ip,
                                       raw.user_agent, cls))
 
-    def _spawn(self, coro: object) -> None:
-        if len(self._tasks) >= self.s.max_pending:
-            coro.close()  # type: ignore[attr-defined]
-            self.dropped.inc("overload")
-            return
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self, timeout: float = 30.0) -> None:
         """Wait for background look-ups, so their hits reach the recorder before it closes."""
+        for task in self._refreshes:
+            task.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:

@@ -99,7 +99,7 @@ async def click(request: web.Request) -> web.Response:
         tracker.unknown.inc("click")
         return _page(404, NOT_FOUND_PAGE)
     target, url = found
-    tracker.observe_click(target, raw)
+    tracker.observe_click(token, target, raw)
     # A plain str header: web.HTTPFound would normalise the URL through yarl (%7E -> ~,
     # host lower-cased, :443 dropped) and break "byte-for-byte" (DESIGN, "Measured").
     return web.Response(status=302, headers={"Location": safe_location(url), "Cache-Control": NO_STORE,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import email.header
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Callable, Sequence
@@ -29,6 +29,7 @@ class TrackingRules:
     default_mode: str = "opt-in"
     internal_domains: frozenset[str] = frozenset()
     max_split: int = 50
+    consent_required: bool = False  # privacy.consent = "required"
 
 
 def header_summary(raw: bytes) -> tuple[str, str]:
@@ -71,7 +72,7 @@ def build_message(
         control,
         sender=mail_from,
         recipients=list(rcpt_tos),
-        privacy=privacy,
+        privacy=replace(privacy, consent_required=rules.consent_required),
         internal_domains=rules.internal_domains or None,
     )
     tracked = [r for r in plan.recipients if r.opens or r.clicks or r.text_links]

@@ -40,6 +40,10 @@ _LOSSLESS_CODECS = ("utf-8", "ascii", "iso8859-1")
 _IDENTITY_CTES = ("7bit", "8bit", "binary", "7bits", "8bits")  # "8bits": a typo seen in real mail
 _HEADERS = BytesHeaderParser(policy=compat32)
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+# Without these words in its header block, a part is none of the types _visit acts on
+# (compat32 compares the literal type, so folding or comments cannot hide one).
+_MAY_MATTER = re.compile(rb"text/html|multipart|pkcs7", re.I)
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")  # after "--" + boundary
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HARD_LF = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")  # "=" before a line break makes it a soft one
 _ANGLE_URL = re.compile(r"<([^>]*)>")
@@ -124,15 +128,18 @@ def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
     return RewriteResult(_splice(raw, splices), tuple(links), pixel, skipped)
 
 
+def _body_start(raw: bytes, start: int, end: int) -> int:
+    if raw.startswith(b"\n", start):  # a part without headers
+        return start + 1
+    if raw.startswith(b"\r\n", start):
+        return start + 2
+    blank = _BLANK_LINE.search(raw, start, end)
+    return blank.end() if blank else end
+
+
 def _read_headers(raw: bytes, start: int, end: int, path: str) -> tuple[Message, int]:
     """A part's header block, parsed by the stdlib, and where its body starts."""
-    if raw.startswith(b"\n", start):  # a part without headers
-        body_start = start + 1
-    elif raw.startswith(b"\r\n", start):
-        body_start = start + 2
-    else:
-        blank = _BLANK_LINE.search(raw, start, end)
-        body_start = blank.end() if blank else end
+    body_start = _body_start(raw, start, end)
     headers = _HEADERS.parsebytes(raw[start:body_start])
     if any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in headers.defects):
         # A line that is no header ends the header block early for the stdlib.
@@ -164,6 +171,8 @@ def _visit(
             raise _Unlocatable(f"part {path} reuses an outer boundary")
         for i, (child_start, child_end) in enumerate(_child_spans(raw, start, end, boundary, path), 1):
             child_path = f"{path}.{i}"
+            if not with_text and not _MAY_MATTER.search(raw, child_start, _body_start(raw, child_start, child_end)):
+                continue  # an image, a text/plain alternative...: no need to parse its headers
             child, body_start = _read_headers(raw, child_start, child_end, child_path)
             if ctype == "multipart/digest":
                 child.set_default_type("message/rfc822")
@@ -184,22 +193,24 @@ def _boundary(headers: Message, path: str) -> bytes:
 
 def _child_spans(raw: bytes, start: int, end: int, boundary: bytes, path: str) -> list[tuple[int, int]]:
     """Spans of a multipart body's children, cut as email.feedparser cuts them."""
-    # Leading with the literal lets the regex engine jump between candidates; the
-    # line-start check is done by hand because "^" would disable that.
-    delimiter = re.compile(re.escape(b"--" + boundary) + rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")
+    dash_boundary = b"--" + boundary
     spans: list[tuple[int, int]] = []
     part_start = None
-    for m in delimiter.finditer(raw, start, end):
-        if m.start() > 0 and raw[m.start() - 1] != 0x0A:
+    at = raw.find(dash_boundary, start, end)
+    while at >= 0:
+        tail = _DELIMITER_TAIL.match(raw, at + len(dash_boundary), end)
+        if tail is None or (at > 0 and raw[at - 1] != 0x0A):  # a delimiter is a whole line
+            at = raw.find(dash_boundary, at + 1, end)
             continue
         # The line break before a delimiter belongs to it; a repeated delimiter makes no part.
-        if part_start is not None and m.start() > part_start:
-            spans.append((part_start, _strip_eol(raw, part_start, m.start())))
-        if m.group(1):
+        if part_start is not None and at > part_start:
+            spans.append((part_start, _strip_eol(raw, part_start, at)))
+        if tail.group(1):
             if not spans:
                 raise _Unlocatable(f"multipart part {path} has no parts")
             return spans
-        part_start = m.end()
+        part_start = tail.end()
+        at = raw.find(dash_boundary, part_start, end)
     what = "no final boundary" if part_start is not None else "no boundary line"
     raise _Unlocatable(f"multipart part {path} has {what}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from html import unescape
 from html.entities import html5
 
@@ -51,23 +52,14 @@ _TAG_REST = (
 )
 _RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
 _NAME_END = r"(?=[\t\n\f\r />])"
-_WANTED = r"(?i:(?:a|area|img|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|v:|/body" + _NAME_END + r")"
-# One match = everything up to and including the next token that needs Python: a
-# conditional comment, or a tag in _WANTED. Text, other tags, other comments and bogus
-# comments (<!doctype>, <![endif]>) are skipped inside the regex engine, whole, so a
-# quoted ">" or "<a" in an attribute never starts a token. An unterminated tag or
-# comment runs to the end of input, as in a browser, and ends the scan.
-_NEXT = re.compile(
-    r"(?:[^<]++"
-    r"|<(?![A-Za-z/!?])"
-    r"|<!--(?![\t\n\f\r ]*+\[(?i:if))(?:-?>|.*?--!?>)"
-    r"|<(?:!(?!--)|\?|/(?![A-Za-z]))[^>]*+>"
-    r"|<(?!" + _WANTED + r")/?[A-Za-z][^\t\n\f\r />]*+" + _TAG_REST + r">"
-    r")*+"
-    r"<(?:!--(?:-?>|(?P<comment>.*?)(?:--!?>|\Z))"
-    r"|(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>)",
-    re.S,
-)
+_WANTED = r"(?i:(?:a|area|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|v:|/body" + _NAME_END + r")"
+# Where a token that needs Python can start: a comment, or a tag in _WANTED. Looking
+# for these starts only, instead of tokenizing every tag, keeps the scan several times
+# faster; _enclosing_tag_end() then tells a "<a" inside another tag's quoted attribute
+# value from a real tag.
+_CANDIDATE = r"<(?:!--|" + _WANTED + r"|(?i:img)(?=[^>]*?{pixel}))"  # only our own pixel's <img>
+_COMMENT = re.compile(r"<!--(?:-?>|(?P<comment>.*?)(?:--!?>|\Z))", re.S)  # "<!-->" is an empty one
+_TAG = re.compile(r"<(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>")
 # One attribute: group 1 its name, 2, 3 or 4 its value ("double", 'single', unquoted).
 _ATTR_NAME = r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
 _ATTR_VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|([^\t\n\f\r >]++)))?"
@@ -80,6 +72,7 @@ _OTHER_ATTR = (
 _HREF = re.compile(r"(?:[\t\n\f\r /]++|" + _OTHER_ATTR + r")*+" + r"([Hh][Rr][Ee][Ff])" + _ATTR_VALUE)
 # Elements whose content is text, not markup: a "<a href" inside them is no link.
 _RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW_TEXT}
+_NOTRACK = re.compile(r"data-notrack", re.I)
 _A_TEXT_END = re.compile(r"</?a[\t\n\f\r />]", re.I)
 _VML_TEXT_END = re.compile(r"</v:", re.I)
 _TAGS = re.compile(r"<[^>]*>?")
@@ -92,6 +85,11 @@ _URL_TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.I)
 _TEXT_URL_TRAILER = ".,;:!?'\")]}"
 _UNQUOTED_UNSAFE = re.compile(r"[\t\n\f\r \"'=<>`]")
+
+
+@lru_cache(maxsize=64)
+def _candidates(pixel_prefix: str) -> re.Pattern[str]:
+    return re.compile(_CANDIDATE.format(pixel=re.escape(pixel_prefix)))
 
 
 def rewrite_html(
@@ -126,7 +124,8 @@ def rewrite_text(
         url = _trim_text_url(m.group())
         start = m.start()
         # The words just before a URL (this line and the previous one) are its "link text".
-        context = text[text.rfind("\n", 0, text.rfind("\n", 0, start)) + 1 : start]
+        line_start = text.rfind("\n", 0, start) + 1
+        context = text[text.rfind("\n", 0, max(line_start - 1, 0)) + 1 if line_start else 0 : start]
         if not _trackable(url, own, unsubscribe_urls) or _says_unsubscribe(context):
             continue
         position = first_position + len(links)
@@ -183,26 +182,36 @@ class _Scan:
         self.pixel_prefix = self.own + "/o/"
 
     def run(self, start: int, end: int, *, top: bool) -> None:
-        html, match = self.html, _NEXT.match
+        html = self.html
         pos = start
-        while (m := match(html, pos, end)) is not None:
-            pos = m.end()
-            name = m.group("name")
-            if name is None:
+        search = _candidates(self.pixel_prefix).search
+        while (candidate := search(html, pos, end)) is not None:
+            at = candidate.start()
+            enclosing_end = _enclosing_tag_end(html, pos, at, end)
+            if enclosing_end is not None:
+                pos = enclosing_end
+                continue
+            if html.startswith("<!--", at):
+                m = _COMMENT.match(html, at, end)
+                pos = m.end()
                 comment = m.group("comment")
                 if comment is not None and comment.lstrip(_WS)[:3].lower() == "[if":
                     self.run(m.start("comment"), m.end("comment"), top=False)
                 continue
-            name = name.lower()
+            m = _TAG.match(html, at, end)
+            if m is None:
+                return  # a tag without ">" runs to the end of the input, as in a browser
+            pos = m.end()
+            name = m.group("name").lower()
             if m.group("end"):
                 if top and name == "body":
-                    self.body_close_start = m.start()
+                    self.body_close_start = at
             elif name in _RAW_END:
                 close = _RAW_END[name].search(html, pos, end)
                 pos = close.start() if close else end
             elif name == "a" or name == "area" or name.startswith("v:"):
                 self._link(m, name, end)
-            elif name == "img" and self.own in m.group():  # we write our pixel's src literally
+            elif name == "img":
                 src = _attrs(html, m).get("src")
                 if src is not None and clean_url(_value(src)).startswith(self.pixel_prefix):
                     self.has_pixel = True
@@ -219,7 +228,7 @@ class _Scan:
 
     def _link(self, m: re.Match[str], name: str, end: int) -> None:
         html = self.html
-        if "notrack" in m.group().lower() and self._drop_notrack(m):
+        if _NOTRACK.search(html, m.start("attrs"), m.end("attrs")) and self._drop_notrack(m):
             return
         if not self.plan.clicks:
             return
@@ -229,7 +238,7 @@ class _Scan:
         url = clean_url(_value(href))
         if not _trackable(url, self.own, self.unsubscribe_urls):
             return
-        if _says_unsubscribe(self._link_text(m, name, end)):
+        if self._text_says_unsubscribe(m, name, end):
             return
         position = self.first_position + len(self.links)
         self.links.append(Link(position, url))
@@ -247,16 +256,31 @@ class _Scan:
                 self.edits.append((start, attr.end() - start, ""))
         return found
 
-    def _link_text(self, m: re.Match[str], name: str, end: int) -> str:
+    def _text_says_unsubscribe(self, m: re.Match[str], name: str, end: int) -> bool:
+        """Whether the link's text (an <area>'s alt) says unsubscribe or opt out."""
         if name == "area":
             alt = _attrs(self.html, m).get("alt")
-            return unescape_attribute(_value(alt)) if alt is not None else ""
+            return alt is not None and _says_unsubscribe(unescape_attribute(_value(alt)))
         stop = min(end, m.end() + _LINK_TEXT_WINDOW)
         close = (_A_TEXT_END if name == "a" else _VML_TEXT_END).search(self.html, m.end(), stop)
-        inner = self.html[m.end() : close.start() if close else stop]
-        if "&" not in inner and not _says_unsubscribe(inner):
-            return ""  # nothing to decode, and even with tags the words are not there
-        return unescape(_TAGS.sub("", inner))
+        text = self.html[m.end() : close.start() if close else stop]
+        if "<" in text:  # "<b>Un</b>subscribe"
+            text = _TAGS.sub("", text)
+        return _says_unsubscribe(unescape(text) if "&" in text else text)
+
+
+def _enclosing_tag_end(html: str, pos: int, at: int, end: int) -> int | None:
+    """End of the tag whose attribute values contain `at`, if any ("<img alt='<a href=x>'>").
+
+    Only the tag opened after the last ">" before `at` is considered: cheap, and right
+    unless a quoted ">" and a quoted "<a" share one attribute value.
+    """
+    gt = html.rfind(">", pos, at)
+    lt = html.rfind("<", gt + 1 if gt >= 0 else pos, at)
+    if lt < 0:
+        return None
+    tag = _TAG.match(html, lt, end)
+    return tag.end() if tag is not None and tag.end() > at else None
 
 
 def _attrs(html: str, m: re.Match[str]) -> dict[str, re.Match[str]]:
@@ -267,10 +291,8 @@ def _attrs(html: str, m: re.Match[str]) -> dict[str, re.Match[str]]:
 
 
 def _value(attr: re.Match[str]) -> str:
-    for group in (2, 3, 4):
-        if attr.group(group) is not None:
-            return attr.group(group)
-    return ""
+    double, single, unquoted = attr.group(2, 3, 4)
+    return double if double is not None else single if single is not None else unquoted or ""
 
 
 def _replace_value(attr: re.Match[str], url: str) -> tuple[int, int, str]:

@@ -145,8 +145,7 @@ class RelayHandler:
         raw = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
         try:
-            policy = await self.store.policy(user.id)
-            privacy = await self.store.privacy_rules(rcpts)
+            policy, privacy = await self.store.sending_context(user.id, rcpts)
             queue_id = new_queue_id()
             msg = build_message(
                 raw, queue_id=queue_id, user_id=user.id, mail_from=envelope.mail_from or "",
@@ -194,9 +193,21 @@ class RelaySMTP(SMTP):
                  **kwargs: Any) -> None:
         self.line_length_limit = max_line_length  # read by SMTP.__init__ for its stream limit
         self._implicit_tls = implicit_tls
+        self._reply_lines: list[bytes] = []
         super().__init__(handler, **kwargs)
         if implicit_tls:
             self._auth_require_tls = False  # the whole connection is TLS already
+
+    async def push(self, status: str | bytes) -> None:
+        # a multi-line reply ("250-...") goes out in one write with its last line, not one
+        # syscall and drain per line (EHLO alone has ten)
+        line = status if isinstance(status, bytes) else status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        self._reply_lines.append(line + b"\r\n")
+        if line[3:4] == b"-":
+            return
+        data, self._reply_lines = b"".join(self._reply_lines), []
+        self._writer.write(data)
+        await self._writer.drain()
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
         # the builtin PLAIN/LOGIN parsers call this synchronously: hand the credentials on

@@ -15,6 +15,19 @@ from relay.store import Store
 
 log = logging.getLogger(__name__)
 IDLE_CLOSE = 30.0
+_normalize_line_endings = aiosmtplib.protocol.normalize_message_line_endings
+
+
+def _normalize_if_needed(message: bytes) -> bytes:
+    """aiosmtplib rewrites every line ending with a regex (8% of the relay's CPU under load);
+    mail received over SMTP already has CRLF everywhere, which three C-speed counts confirm."""
+    crlf = message.count(b"\r\n")
+    if message.endswith(b"\r\n") and message.count(b"\n") == crlf and message.count(b"\r") == crlf:
+        return message
+    return _normalize_line_endings(message)
+
+
+aiosmtplib.protocol.normalize_message_line_endings = _normalize_if_needed
 
 
 @dataclass(frozen=True)

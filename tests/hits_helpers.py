@@ -154,7 +154,8 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interv
 
 
 async def events(app: Any, tmp_path: Any, count: int, timeout: float = 10.0) -> list[tuple]:
-    """Wait until the store holds `count` events, then return them (type, class, ip, ua, position, implied)."""
-    sql = "SELECT type, class, ip, user_agent, position, implied FROM events ORDER BY id"
+    """Wait until the store holds `count` events, then return them in time order
+    (type, class, ip, ua, position, implied). Cold hits may reach the store out of order."""
+    sql = "SELECT type, class, ip, user_agent, position, implied FROM events ORDER BY at, id"
     await wait_until(lambda: len(db_rows(tmp_path, sql)) >= count, timeout)
     return db_rows(tmp_path, sql)

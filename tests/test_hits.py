@@ -35,7 +35,8 @@ READER_IP = "203.0.113.77"  # TEST-NET-3: no list knows it, so a browser from he
 
 def uas(name: str) -> list[str]:
     path = require_corpus() / "user-agents" / name
-    return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip() and not line.startswith("#")]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
 
 
 def first_host(cidr_file: str) -> str:
@@ -213,9 +214,9 @@ def _corpus_cases() -> list:
 async def test_every_corpus_user_agent_gets_its_class_over_http(sink, start_app, tmp_path, name, default_class):
     if name is None:
         require_corpus()
-    expected = {ua: default_class for ua in uas(name)}
-    expected.update({"Mozilla/5.0": "prefetch", "Chrome Privacy Preserving Prefetch Proxy": "prefetch"})
-    expected = {ua: cls for ua, cls in expected.items() if ua in set(uas(name))}
+    lines = uas(name)
+    exceptions = {"Mozilla/5.0": "prefetch", "Chrome Privacy Preserving Prefetch Proxy": "prefetch"}
+    expected = {ua: exceptions.get(ua, default_class) for ua in lines}
     clock = FakeClock()
     app = await start_relay(start_app, tmp_path, sink, clock=clock)
     copy = (await deliver_tracked(app, sink))["bob@example.org"]
@@ -230,7 +231,7 @@ async def test_every_corpus_user_agent_gets_its_class_over_http(sink, start_app,
 
 def _network_cases() -> list:
     if not CORPUS.is_dir():
-        return [pytest.param(None, None, None, None, id="missing-corpus")]
+        return [pytest.param(None, None, None, None, None, id="missing-corpus")]
     tsv = CORPUS / "user-agents" / "security-scanners-observed.tsv"
     observed = []
     for line in tsv.read_text(encoding="utf-8").splitlines():
@@ -239,8 +240,9 @@ def _network_cases() -> list:
             continue
         ip = cols[1].split("/")[0]
         ip = ip[:-1] + "7" if cols[1].endswith("/24") else ip
-        observed.append(pytest.param("click", ip, cols[2], cols[0], id=f"observed-{cols[1]}"))
-    return observed + [
+        # as reported: a few seconds after delivery, with an ordinary browser UA (or none)
+        observed.append(pytest.param("click", ip, cols[2], cols[0], 3, id=f"observed-{cols[1]}"))
+    late = [
         pytest.param("open", "apple-private-relay-egress-ipv4-merged.txt", "Mozilla/5.0", "prefetch", id="mpp-v4"),
         pytest.param("open", "apple-private-relay-egress-ipv6-merged.txt", "Mozilla/5.0", "prefetch", id="mpp-v6"),
         pytest.param("open", "17.58.1.1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
@@ -252,19 +254,24 @@ def _network_cases() -> list:
         pytest.param("open", "66.249.84.10", "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 "
                      "(via ggpht.com GoogleImageProxy)", "proxy", id="gmail-proxy"),
         pytest.param("open", READER_IP, CHROME, "human", id="reader"),
+        pytest.param("click", READER_IP, CHROME, "human", id="reader-click"),
+        pytest.param("click", "104.47.1.254", "", "scanner", id="safe-links-no-ua"),
+        pytest.param("click", "40.107.218.12", CHROME, "scanner", id="safe-links-late"),
     ]
+    # long after delivery: only the network (or the UA) can give a machine away
+    return observed + [pytest.param(*p.values, 600, id=p.id) for p in late]
 
 
-@pytest.mark.parametrize("kind, source, ua, expected", _network_cases())
+@pytest.mark.parametrize("kind, source, ua, expected, delay", _network_cases())
 async def test_networks_from_the_corpus_get_their_class_over_http(sink, start_app, tmp_path, kind, source, ua,
-                                                                  expected):
+                                                                  expected, delay):
     if kind is None:
         require_corpus()
     ip = first_host(source) if source.endswith(".txt") else source
     clock = FakeClock()
     app = await start_relay(start_app, tmp_path, sink, clock=clock)
     copy = (await deliver_tracked(app, sink))["bob@example.org"]
-    clock.advance(600)  # long after delivery: only the network can give a machine away
+    clock.advance(delay)
     async with aiohttp.ClientSession() as s:
         await hit(s, app, copy.pixel if kind == "open" else copy.clicks[0], ua=ua, ip=ip)
     rows = await events(app, tmp_path, 1)
@@ -279,9 +286,11 @@ async def test_timing_rules_with_an_injected_clock(sink, start_app, tmp_path):
     async with aiohttp.ClientSession() as s:
         clock.advance(3)  # inside tracking.machine_window (10s) of delivery
         await hit(s, app, copy.clicks[0], ua=CHROME, ip=READER_IP)
+        clock.advance(1)
         await hit(s, app, copy.pixel, ua=apple_mail, ip=READER_IP)
         clock.advance(60)
         await hit(s, app, copy.pixel, ua=apple_mail, ip=READER_IP)
+        clock.advance(5)
         await hit(s, app, copy.clicks[1], ua=CHROME, ip=READER_IP)
         clock.advance(1)  # another link of the same copy within a second: a burst
         await hit(s, app, copy.clicks[2], ua=CHROME, ip=READER_IP)
@@ -444,7 +453,12 @@ async def test_sigterm_flushes_every_queued_hit(tmp_path: Path):
                 except aiohttp.ClientConnectionError:
                     return False
 
-            await wait_until(up, timeout=20)
+            try:
+                await wait_until(up, timeout=20)
+            except AssertionError:
+                if proc.returncode is None:
+                    proc.kill()
+                raise AssertionError((await proc.communicate())[1].decode()) from None
             await send(smtp, tracked_mail("alice@example.com", ["bob@example.org"]), "alice@example.com",
                        ["bob@example.org"])
             await wait_until(lambda: db_rows(tmp_path, "SELECT COUNT(*) FROM captured")[0][0] == 1)

@@ -303,3 +303,10 @@ async def test_corpus_mail_passes_through_byte_identical(path, sink, start_app, 
     await send(app.port("smtp"), raw)
     [got] = await sink.wait_for(1)
     assert got.data == raw
+
+
+def test_line_ending_shortcut_matches_aiosmtplib():
+    from relay.upstream import _normalize_if_needed, _normalize_line_endings
+
+    for m in (b"a\r\nb\r\n", b"a\nb\r\n", b"a\rb\r\n", b"\r\n\r\n", b"x", b"", b"a\r\n\r", b"\n\r\n"):
+        assert _normalize_if_needed(m) == _normalize_line_endings(m), m

@@ -124,4 +124,16 @@ MIGRATIONS: list[str] = [
     CREATE TABLE do_not_track (entry TEXT PRIMARY KEY, created_at REAL NOT NULL);
     CREATE TABLE consent (address TEXT PRIMARY KEY, created_at REAL NOT NULL);
     """,
+    # 2: web panel sessions. Only a hash of the cookie's session id is stored, so a
+    # leaked database (or backup) opens no session.
+    """
+    CREATE TABLE panel_sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        ip TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX panel_sessions_user ON panel_sessions(user_id);
+    """,
 ]

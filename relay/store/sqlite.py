@@ -126,17 +126,11 @@ class SqliteStore(ReportsMixin):
         await self._runner.write(lambda c: _put_policy(c, user_id, policy))
 
     async def privacy_rules(self, addresses: Sequence[str]) -> PrivacyRules:
-        lowered = sorted({a.lower() for a in addresses})
-        keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+        return await self._runner.read(lambda c: _privacy_rules(c, addresses))
 
-        def job(c: sqlite3.Connection) -> PrivacyRules:
-            marks = ",".join("?" * len(keys)) or "NULL"
-            dnt = {r[0] for r in c.execute(f"SELECT entry FROM do_not_track WHERE entry IN ({marks})", keys)}
-            marks = ",".join("?" * len(lowered)) or "NULL"
-            ok = {r[0] for r in c.execute(f"SELECT address FROM consent WHERE address IN ({marks})", lowered)}
-            return PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
-
-        return await self._runner.read(job)
+    async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
+        """What intake needs for one mail, in one read: the user's policy and the privacy rules."""
+        return await self._runner.read(lambda c: (_policy(c, user_id), _privacy_rules(c, addresses)))
 
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
         return await self._runner.read(
@@ -298,6 +292,16 @@ def _policy(c: sqlite3.Connection, user_id: int) -> UserPolicy | None:
     sticky = Choice(**json.loads(row["sticky_choice"])) if row["sticky_choice"] else None
     return UserPolicy(mode=row["mode"], opens=bool(row["opens"]), clicks=bool(row["clicks"]),
                       notify=bool(row["notify"]), sticky=bool(row["sticky"]), sticky_choice=sticky)
+
+
+def _privacy_rules(c: sqlite3.Connection, addresses: Sequence[str]) -> PrivacyRules:
+    lowered = sorted({a.lower() for a in addresses})
+    keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+    marks = ",".join("?" * len(keys)) or "NULL"
+    dnt = {r[0] for r in c.execute(f"SELECT entry FROM do_not_track WHERE entry IN ({marks})", keys)}
+    marks = ",".join("?" * len(lowered)) or "NULL"
+    ok = {r[0] for r in c.execute(f"SELECT address FROM consent WHERE address IN ({marks})", lowered)}
+    return PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
 
 
 def _put_policy(c: sqlite3.Connection, user_id: int, p: UserPolicy) -> None:

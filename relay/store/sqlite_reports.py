@@ -19,7 +19,9 @@ from relay.store import (
     MessageReport,
     NewEvent,
     Notification,
+    PanelSession,
     RecipientReport,
+    User,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +92,38 @@ class ReportsMixin:
                                  r["recipient"], r["url"], r["text"], r["at"], bool(r["read"])) for r in rows]
 
         return await self._runner.read(lambda c: _guarded(job, c))
+
+    # web panel sessions (admin/sessions.py decides when they expire)
+
+    async def add_panel_session(self, id_hash: str, user_id: int, now: float, ip: str) -> None:
+        await self._runner.write(lambda c: c.execute(
+            "INSERT INTO panel_sessions (id_hash, user_id, created_at, last_seen, ip) VALUES (?, ?, ?, ?, ?)",
+            (id_hash, user_id, now, now, ip)))
+
+    async def panel_session(self, id_hash: str) -> PanelSession | None:
+        def job(c: sqlite3.Connection) -> PanelSession | None:
+            row = c.execute(
+                "SELECT s.created_at, s.last_seen, u.id, u.email, u.is_admin FROM panel_sessions s"
+                " JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?", (id_hash,)).fetchone()
+            if row is None:
+                return None
+            # no password hash: a session needs none, and it should not wander into views
+            return PanelSession(User(row["id"], row["email"], bool(row["is_admin"])),
+                                row["created_at"], row["last_seen"])
+
+        return await self._runner.read(lambda c: _guarded(job, c))
+
+    async def touch_panel_session(self, id_hash: str, now: float) -> None:
+        await self._runner.write(lambda c: c.execute(
+            "UPDATE panel_sessions SET last_seen = MAX(last_seen, ?) WHERE id_hash = ?", (now, id_hash)))
+
+    async def delete_panel_session(self, id_hash: str) -> None:
+        await self._runner.write(lambda c: c.execute("DELETE FROM panel_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def delete_stale_panel_sessions(self, seen_before: float, created_before: float) -> int:
+        return await self._runner.write(lambda c: c.execute(
+            "DELETE FROM panel_sessions WHERE last_seen < ? OR created_at < ?",
+            (seen_before, created_before)).rowcount)
 
 
 def _guarded(job: Any, c: sqlite3.Connection, *args: Any) -> Any:
