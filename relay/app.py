@@ -11,7 +11,7 @@ from admin import make_admin_app
 from admin.keys import AdminSettings
 from admin.ops import register_mail_metrics
 from relay.auth import hash_password, new_password
-from relay.config import Config, parse_listen, parse_upstream_url
+from relay.config import PARTS, Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.errors import StartupError
 from relay.hit_recorder import HitRecorder, RecorderSettings
@@ -27,7 +27,6 @@ from relay.upstream import CaptureUpstream, SmtpUpstream, Upstream
 from relay.webserver import listen, start_runner
 
 log = logging.getLogger(__name__)
-PARTS = ("smtp", "delivery", "hits", "admin")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -99,6 +98,8 @@ class App:
             pixel_position=cfg.tracking.pixel_position, passthrough=cfg.upstream.auth == "passthrough",
             dkim_domain=cfg.dkim.domain, dkim_selector=cfg.dkim.selector, dkim_key=dkim_key,
             dkim_resign=cfg.dkim.resign,
+            # alone (--only delivery) nothing wakes it when mail is spooled: look more often
+            poll=1.0 if "smtp" in self.parts else 0.2,
         )
         self.delivery = DeliveryWorker(self.store, self.upstream, settings, credentials=self.credentials,
                                        clock=self.clock)

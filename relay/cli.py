@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from relay import config as config_mod
-from relay.app import PARTS, App
 from relay.auth import hash_password, new_api_token, token_hash
-from relay.config import Config
+from relay.config import PARTS, Config
 from relay.errors import ConfigError, TrackrelayError
 from relay.policy import UserPolicy, parse_policy_updates
 from relay.store import Store, open_store
@@ -87,10 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("email")
     put.add_argument("pairs", nargs="+", metavar="KEY=VALUE", help="mode=always|opt-in|off, opens=, clicks=, notify=, sticky=")
     put.set_defaults(handler=_policy_set)
+    for kind, what in (("dnt", "ADDRESS or @DOMAIN never tracked"), ("consent", "ADDRESS that consented")):
+        sub = verbs.add_parser(kind, help=f"privacy list: {what}").add_subparsers(dest="action", required=True)
+        for action in ("add", "del"):
+            one = sub.add_parser(action, parents=[common])
+            one.add_argument("entry", metavar="ADDRESS")
+            one.set_defaults(handler=_privacy_edit, kind=kind)
+        sub.add_parser("list", parents=[common]).set_defaults(handler=_privacy_list, kind=kind)
     return p
 
 
 async def _serve(cfg: Config, only: str | None) -> int:
+    from relay.app import App  # the servers' imports are only paid for by `serve`
+
     app = App(cfg, only)
     await app.start()
     if only in (None, "admin"):
@@ -196,6 +204,33 @@ async def _policy_set(store: Store, args: Any) -> int:
     policy = parse_policy_updates(await store.policy(user.id) or UserPolicy(), pairs)
     await store.set_policy(user.id, policy)
     return await _policy_show(store, args)
+
+
+def privacy_entry(kind: str, entry: str) -> str:
+    """A do-not-track entry is an address or @domain; a consent entry an address."""
+    entry = entry.strip().lower()
+    local, at, domain = entry.rpartition("@")
+    if not at or not domain or "." not in domain or " " in entry or (kind == "consent" and not local):
+        raise ValueError(f"not an {'address' if kind == 'consent' else 'address or @domain'}: {entry!r}")
+    return entry
+
+
+async def _privacy_edit(store: Store, args: Any) -> int:
+    entry = privacy_entry(args.kind, args.entry)
+    if args.action == "add":
+        added = await store.privacy_add(args.kind, entry)
+        print(f"{args.kind}: {'added' if added else 'already listed'} {entry}")
+    elif await store.privacy_del(args.kind, entry):
+        print(f"{args.kind}: removed {entry}")
+    else:
+        raise ValueError(f"{args.kind}: not listed: {entry}")
+    return 0
+
+
+async def _privacy_list(store: Store, args: Any) -> int:
+    for entry in await store.privacy_list(args.kind):
+        print(entry)
+    return 0
 
 
 def _init(args: Any) -> int:

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from relay.errors import ConfigError
 
 ENV_PREFIX = "TRACKRELAY_"
+# the parts `trackrelay serve` runs; each also runs alone with --only PART
+PARTS = ("smtp", "delivery", "hits", "admin")
 DEFAULT_FILE = "trackrelay.toml"
 
 

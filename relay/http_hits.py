@@ -59,6 +59,19 @@ def safe_location(url: str) -> str:
     return "".join(ch if 0x21 <= ord(ch) <= 0x7E else quote(ch, safe="") for ch in url)
 
 
+def header_text(value: str) -> str:
+    """A header as text the store can keep: aiohttp hands over invalid UTF-8 as lone
+    surrogates, which no database accepts; such a value is read as ISO-8859-1 instead
+    (HTTP's historical header charset), which keeps every byte."""
+    if value.isascii():
+        return value
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _raw(request: web.Request, kind: str, position: int | None = None) -> RawHit:
     tracker = request.app[TRACKER]
     headers = request.headers
@@ -67,7 +80,7 @@ def _raw(request: web.Request, kind: str, position: int | None = None) -> RawHit
         kind=kind,
         method=request.method,
         ip=client_ip(request.remote or "", headers.getall("X-Forwarded-For", []), request.app[TRUSTED]),
-        user_agent=headers.get("User-Agent", ""),
+        user_agent=header_text(headers.get("User-Agent", "")),
         purpose=purpose,
         at=tracker.clock(),
         position=position,

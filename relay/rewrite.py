@@ -45,6 +45,7 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 _MAY_MATTER = re.compile(rb"text/html|multipart|pkcs7", re.I)
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")  # after "--" + boundary
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_QP_TOKEN = re.compile(rb"=[0-9A-F]{2}|[^=]|=")  # an escape is never split by a soft break
 _HARD_LF = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")  # "=" before a line break makes it a soft one
 _ANGLE_URL = re.compile(r"<([^>]*)>")
 _ASCII_WS = re.compile(r"[\t\n\r ]+")
@@ -239,7 +240,7 @@ def _decode(raw: bytes, leaf: _Leaf) -> _Decoded | str:
         elif cte == "quoted-printable":
             data = binascii.a2b_qp(body)
         elif cte == "base64":
-            data = binascii.a2b_base64(body)
+            data = binascii.a2b_base64(b"".join(body.split()), strict_mode=True)
         else:
             return f"unknown transfer encoding {cte} in part {path}"
     except (binascii.Error, ValueError):
@@ -305,7 +306,7 @@ def _quoted_printable_line(line: bytes, eol: bytes) -> bytes:
     """One hard line (split at LF, so a CRLF line still ends with CR), soft-broken at 76."""
     cr = b"\r" if eol == b"\r\n" and line.endswith(b"\r") else b""
     content = line[: len(line) - len(cr)]
-    encoded = binascii.b2a_qp(content, istext=b"\r" not in content)
+    encoded = _b2a_qp(content, istext=b"\r" not in content)
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", eol) + cr
 
 
@@ -317,10 +318,32 @@ def _quoted_printable(data: bytes, eol: bytes) -> bytes:
         plain_breaks = b"\r" not in data
     # Text whose line breaks differ from the message's (an LF mail carrying CRLF
     # HTML as =0D=0A) is encoded as binary, so those breaks stay encoded.
-    out = binascii.b2a_qp(data, istext=plain_breaks)
+    out = _b2a_qp(data, istext=plain_breaks)
     if eol == b"\r\n":
         return _BARE_LF.sub(b"\r\n", out)
     return out.replace(b"\r\n", b"\n")
+
+
+def _b2a_qp(data: bytes, *, istext: bool) -> bytes:
+    out = binascii.b2a_qp(data, istext=istext)
+    lines = out.split(b"\n")
+    if max(map(len, lines)) <= 76:
+        return out
+    # binascii lets some lines run to 77 or 78 (an escaped trailing space, a "=0A" near
+    # the end); RFC 2045 allows 76, so those are broken once more.
+    return b"\n".join(_rewrap_qp_line(line) if len(line.rstrip(b"\r")) > 76 else line for line in lines)
+
+
+def _rewrap_qp_line(line: bytes) -> bytes:
+    cr = b"\r" if line.endswith(b"\r") else b""
+    chunks, current = [], b""
+    for token in _QP_TOKEN.findall(line[: len(line) - len(cr)]):
+        if len(current) + len(token) > 75:  # room for the soft break's "="
+            chunks.append(current + b"=" + cr)
+            current = b""
+        current += token
+    chunks.append(current + cr)
+    return b"\n".join(chunks)
 
 
 def _base64_like(original: bytes, data: bytes, eol: bytes) -> bytes:

@@ -58,7 +58,12 @@ _WANTED = r"(?i:(?:a|area|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|v
 # faster; _enclosing_tag_end() then tells a "<a" inside another tag's quoted attribute
 # value from a real tag.
 _CANDIDATE = r"<(?:!--|" + _WANTED + r"|(?i:img)(?=[^>]*?{pixel}))"  # only our own pixel's <img>
-_COMMENT = re.compile(r"<!--(?:-?>|(?P<comment>.*?)(?:--!?>|\Z))", re.S)  # "<!-->" is an empty one
+_COMMENT = re.compile(r"<!--(?:-?>|(?P<comment>.*?)(?:(?P<close>--!?>)|\Z))", re.S)  # "<!-->" is an empty one
+# Complete tokens other than candidates: what may follow the last candidate. Where this
+# stops short of the end, the document ends inside an unterminated tag.
+_COMPLETE = re.compile(
+    r"(?:[^<]++|<(?![A-Za-z/!?])|<(?:!|\?|/(?![A-Za-z]))[^>]*+>|</?[A-Za-z][^\t\n\f\r />]*+" + _TAG_REST + r">)*+"
+)
 _TAG = re.compile(r"<(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>")
 # One attribute: group 1 its name, 2, 3 or 4 its value ("double", 'single', unquoted).
 _ATTR_NAME = r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
@@ -176,6 +181,7 @@ class _Scan:
     has_pixel: bool = False
     body_open_end: int | None = None
     body_close_start: int | None = None
+    open_end: int | None = None  # where an unterminated tag, comment or <script> swallows the rest
 
     def __post_init__(self) -> None:
         self.own = _own_prefix(self.plan)
@@ -197,10 +203,14 @@ class _Scan:
                 comment = m.group("comment")
                 if comment is not None and comment.lstrip(_WS)[:3].lower() == "[if":
                     self.run(m.start("comment"), m.end("comment"), top=False)
+                if comment is not None and m.group("close") is None and top:
+                    self.open_end = at
                 continue
             m = _TAG.match(html, at, end)
-            if m is None:
-                return  # a tag without ">" runs to the end of the input, as in a browser
+            if m is None:  # a tag without ">" runs to the end of the input, as in a browser
+                if top:
+                    self.open_end = at
+                return
             pos = m.end()
             name = m.group("name").lower()
             if m.group("end"):
@@ -208,6 +218,8 @@ class _Scan:
                     self.body_close_start = at
             elif name in _RAW_END:
                 close = _RAW_END[name].search(html, pos, end)
+                if close is None and top:
+                    self.open_end = at
                 pos = close.start() if close else end
             elif name == "a" or name == "area" or name.startswith("v:"):
                 self._link(m, name, end)
@@ -217,6 +229,9 @@ class _Scan:
                     self.has_pixel = True
             elif name == "body" and top and self.body_open_end is None:
                 self.body_open_end = pos
+        if top and self.open_end is None and self.body_close_start is None:
+            tail = _COMPLETE.match(html, pos, end).end()
+            self.open_end = tail if tail < end else None
 
     def pixel_offset(self) -> int:
         if self.plan.pixel_position == "top":
@@ -224,7 +239,10 @@ class _Scan:
                 return self.body_open_end
             # Markup before the doctype would switch browsers to quirks mode.
             return _DOCTYPE.match(self.html).end()
-        return self.body_close_start if self.body_close_start is not None else len(self.html)
+        if self.body_close_start is not None:
+            return self.body_close_start
+        # At the end, unless the document ends inside a tag or comment that would hide it.
+        return self.open_end if self.open_end is not None else len(self.html)
 
     def _link(self, m: re.Match[str], name: str, end: int) -> None:
         html = self.html

@@ -351,8 +351,11 @@ def test_corpus_with_controls_added_strips_back(path) -> None:
     eol = _eol_of(raw)
     added = b"X-Track: opens" + eol + b"X-PM-TrackLinks: HtmlOnly" + eol + b"\t" + eol
     at = raw.lower().find(eol + b"subject:")
-    if at < 0:
-        pytest.skip("no Subject field")
+    if at < 0:  # no Subject: the control headers go first, and there is no tag to add
+        marked = added + raw
+        assert read_controls(marked).header == Choice(True, False)
+        assert strip_controls(marked) == raw
+        return
     at += len(eol)
     marked = raw[:at] + added + raw[at:]
     # and a tag at the end of the (last line of the) Subject value

@@ -28,6 +28,8 @@ from relay.store.sqlite_runner import SqliteRunner, connect
 
 log = logging.getLogger(__name__)
 FINAL = ("sent", "bounced")
+# privacy list kind -> (table, column); names come from here only, never from input
+_PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 # an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
 CHECKPOINT_EVERY = 5.0
 
@@ -131,6 +133,25 @@ class SqliteStore(ReportsMixin):
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail, in one read: the user's policy and the privacy rules."""
         return await self._runner.read(lambda c: (_policy(c, user_id), _privacy_rules(c, addresses)))
+
+    async def privacy_list(self, kind: str) -> list[str]:
+        table, column = _PRIVACY_TABLES[kind]
+        return await self._runner.read(
+            lambda c: [r[0] for r in c.execute(f"SELECT {column} FROM {table} ORDER BY {column}")]
+        )
+
+    async def privacy_add(self, kind: str, entry: str) -> bool:
+        table, column = _PRIVACY_TABLES[kind]
+        return await self._runner.write(
+            lambda c: c.execute(f"INSERT OR IGNORE INTO {table} ({column}, created_at) VALUES (?, ?)",
+                                (entry.lower(), time.time())).rowcount == 1
+        )
+
+    async def privacy_del(self, kind: str, entry: str) -> bool:
+        table, column = _PRIVACY_TABLES[kind]
+        return await self._runner.write(
+            lambda c: c.execute(f"DELETE FROM {table} WHERE {column} = ?", (entry.lower(),)).rowcount == 1
+        )
 
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
         return await self._runner.read(

@@ -1,0 +1,60 @@
+"""The trackrelay command against a real store file: users, tokens, policy, privacy lists."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TRACKRELAY = str(Path(sys.executable).parent / "trackrelay")
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    env["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/cli.db"
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([TRACKRELAY, *args], env=env, input=stdin, capture_output=True, text=True,
+                              timeout=60)
+
+    return run
+
+
+def test_users(run):
+    out = run("user", "add", "Alice@Example.com", "--admin", "--password-stdin", stdin="long enough pw\n")
+    assert out.returncode == 0 and out.stdout.strip() == "added alice@example.com (admin)"
+    assert run("user", "add", "alice@example.com", "--password-stdin", stdin="long enough pw\n").returncode == 2
+    short = run("user", "add", "bob@example.com", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    assert run("user", "add", "bob@example.com", "--password-stdin", stdin="another long pw\n").returncode == 0
+    assert run("user", "list").stdout.split("\n")[:2] == ["alice@example.com  admin", "bob@example.com"]
+    assert run("user", "passwd", "bob@example.com", "--password-stdin", stdin="new long password\n").returncode == 0
+    assert run("user", "del", "bob@example.com").returncode == 0
+    gone = run("user", "del", "bob@example.com")
+    assert gone.returncode == 2 and gone.stderr.strip() == "trackrelay: no such user: bob@example.com"
+
+
+def test_token_and_policy(run):
+    run("user", "add", "alice@example.com", "--password-stdin", stdin="long enough pw\n")
+    token = run("token", "create", "alice@example.com").stdout.strip()
+    assert token.startswith("trk_") and len(token) > 40
+    assert run("token", "create", "nobody@example.com").returncode == 2
+    out = run("policy", "set", "alice@example.com", "mode=always", "clicks=false")
+    assert out.returncode == 0 and "mode = always" in out.stdout and "clicks = False" in out.stdout
+    bad = run("policy", "set", "alice@example.com", "mode=sometimes")
+    assert bad.returncode == 2 and bad.stderr.startswith("trackrelay: ") and len(bad.stderr.splitlines()) == 1
+
+
+def test_privacy_lists(run):
+    assert run("dnt", "add", "Bob@Example.org").stdout.strip() == "dnt: added bob@example.org"
+    assert run("dnt", "add", "@secret.example").returncode == 0
+    assert run("dnt", "add", "not an address").returncode == 2
+    assert run("dnt", "list").stdout.split() == ["@secret.example", "bob@example.org"]
+    assert run("dnt", "del", "bob@example.org").returncode == 0
+    assert run("dnt", "del", "bob@example.org").returncode == 2
+    assert run("consent", "add", "@example.org").returncode == 2
+    assert run("consent", "add", "carol@example.org").returncode == 0
+    assert run("consent", "list").stdout.split() == ["carol@example.org"]
