@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import api, ops
+from admin import api, ops, panel
 from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
 from relay.metrics import Metrics
 from relay.store import Store
@@ -20,4 +20,5 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     app[SETTINGS] = settings
     ops.add_routes(app)
     app.add_subapp("/api/v1/", api.make_api_app())
+    panel.setup(app)
     return app

@@ -20,7 +20,7 @@ STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", AdminSettings)
 METRICS = web.AppKey("metrics", Metrics)
 # the authenticated user of a request (set by the API's bearer middleware)
-USER = "trackrelay.user"
+USER = web.RequestKey("user", User)
 
 
 def request_user(request: web.Request) -> User:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from admin.sessions import (
     LOGIN_ATTEMPTS,
@@ -18,8 +18,9 @@ from admin.sessions import (
     plausible,
     safe_next,
     session_state,
+    set_session_cookie,
 )
-from conftest import PASSWORD, add_user, make_config, require_tool
+from conftest import PASSWORD, add_user, require_tool
 from hits_helpers import db_rows, hit, wait_until
 from panel_helpers import (
     ALICE,
@@ -56,7 +57,7 @@ def test_session_expiry_is_idle_or_absolute():
 def test_next_targets_stay_on_this_site():
     assert safe_next("/messages/7?x=1") == "/messages/7?x=1"
     for bad in (None, "", "https://evil.example/", "//evil.example/", "/\\evil.example", "evil",
-                "/x\r\nSet-Cookie: a=b", "/login?next=/"):
+                "/x\r\nSet-Cookie: a=b", "/login?next=/", "/caf\u00e9", "/\u2603", "/a b", "/a\x00b"):
         assert safe_next(bad) == "/", bad
 
 
@@ -67,6 +68,14 @@ def test_csrf_and_session_tokens():
     assert csrf_ok(csrf_token(sid), csrf_token(sid))
     assert not csrf_ok(csrf_token(sid), csrf_token(new_secret()))
     assert not csrf_ok("", "") and not csrf_ok(csrf_token(sid), None)
+
+
+def test_session_cookie_is_secure_over_https():
+    for secure in (True, False):
+        response = web.Response()
+        set_session_cookie(response, new_secret(), secure=secure)
+        header = response.cookies["trackrelay_session"].output()
+        assert "HttpOnly" in header and "SameSite=Lax" in header and ("Secure" in header) is secure
 
 
 def test_rate_limiter_window_and_keys():
@@ -181,7 +190,8 @@ async def test_logout_needs_csrf_and_ends_the_session(start_app, tmp_path):
         assert (await get(s, app, "/"))[0].status == 200  # still logged in
         async with s.post(url(app, "/logout"), data={"csrf": csrf_in(page)}, allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/login"
-            assert cookie_attrs(resp, "trackrelay_session")[""] == ""
+            cleared = cookie_attrs(resp, "trackrelay_session")
+            assert cleared[""] in ("", '""') and cleared["max-age"] == "0"
         assert (await get(s, app, "/"))[0].status == 302
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM panel_sessions") == [(0,)]
     async with aiohttp.ClientSession(cookies={"trackrelay_session": sid}) as replay:
@@ -291,13 +301,13 @@ async def test_users_see_only_their_own_mail(start_app, tmp_path):
 async def test_admins_see_everyones_mail_only_with_admins_see_all(start_app, tmp_path, see_all):
     app = await start_panel(start_app, tmp_path, admin_admins_see_all=str(see_all).lower())
     await add_user(app, "root@example.com", admin=True)
-    message_id = await send_mail(app, subject="Alice's report")
+    message_id = await send_mail(app, subject="Report from Alice")
     async with client() as s:
         await login(s, app, "root@example.com")
         _, listing = await get(s, app, "/")
         resp, _ = await get(s, app, f"/messages/{message_id}")
     assert resp.status == (200 if see_all else 404)
-    assert ("Alice's report" in listing) is see_all
+    assert ("Report from Alice" in listing) is see_all
 
 
 # the browser
@@ -313,6 +323,7 @@ async def test_browser_login_and_hostile_values_stay_text(start_app, tmp_path):
         await hit(hits, app, copy.pixel, ip=READER_IP, ua=HOSTILE_UA)
         await hit(hits, app, copy.clicks[0], ip=READER_IP, ua=HOSTILE_UA)
     await wait_until(lambda: _events(app, message_id, 2))
+    report = await app.store.message_report(message_id, None)
 
     dialogs: list[str] = []
     async with async_playwright() as p:
@@ -323,19 +334,32 @@ async def test_browser_login_and_hostile_values_stay_text(start_app, tmp_path):
             await page.goto(url(app, "/"))
             assert page.url.startswith(url(app, "/login"))  # sent to the form
             await page.fill('input[name="email"]', ALICE)
+            await page.fill('input[name="password"]', "not the password")
+            await page.click('button[type="submit"]')
+            assert await page.get_by_role("alert").inner_text() == "Wrong email or password."
+            await page.screenshot(path=str(tmp_path / "login.png"))
+            await page.fill('input[name="email"]', ALICE)
             await page.fill('input[name="password"]', PASSWORD)
             await page.click('button[type="submit"]')
             await page.wait_for_url(url(app, "/"))
             assert await page.get_by_text(HOSTILE_SUBJECT, exact=True).count() == 1
+            await page.screenshot(path=str(tmp_path / "list.png"), full_page=True)
             await page.click(f'a[href="/messages/{message_id}"]')
             await page.wait_for_url(url(app, f"/messages/{message_id}"))
             assert await page.locator("h1").inner_text() == HOSTILE_SUBJECT
-            assert await page.get_by_text(HOSTILE_UA, exact=True).count() == 2  # the open and the click
+            # one cell per event (the open, the click, maybe an implied open of the click's class)
+            assert await page.get_by_text(HOSTILE_UA, exact=True).count() == len(report.events) >= 2
             assert await page.get_by_text(HOSTILE_URL, exact=True).count() >= 2  # links table, click event
             assert await page.locator("img").count() == 0
             assert await page.locator("script").count() == 0
             assert await page.locator("b").count() == 0
+            await page.click("summary")  # the captured copy's headers
             await page.screenshot(path=str(tmp_path / "message.png"), full_page=True)
+            await page.click("text=view raw")  # the delivered copy, shown as text
+            await page.wait_for_url("**/captured/*.txt")
+            raw = await page.locator("body").inner_text()
+            assert f"Subject: {HOSTILE_SUBJECT}" in raw and "<html>" in raw
+            await page.go_back()
             await page.click("text=Log out")
             await page.wait_for_url(url(app, "/login"))
             await page.close()

@@ -1,0 +1,293 @@
+"""The HTML panel on the admin listener: /login, /logout, / (the user's messages),
+/messages/<id> (one message, same id as the JSON API) and the capture upstream's copies.
+
+Views return template dicts (aiohttp-jinja2, autoescape on); the middleware here renders
+error pages and adds the security headers; admin/sessions.py turns the cookie into a user.
+Everything a recipient controls (subject, address, URL, user agent, raw mail) reaches the
+browser only through autoescaped templates or as text/plain with nosniff.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from email.parser import HeaderParser
+from email.policy import compat32
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote, urlencode
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from admin.api import rfc3339
+from admin.keys import SETTINGS, STORE
+from admin.sessions import (
+    CSRF_FIELD,
+    IDLE_TIMEOUT,
+    LOGIN_COOKIE,
+    MAX_AGE,
+    PANEL,
+    PANEL_USER,
+    SESSION_COOKIE,
+    SESSION_ID,
+    PanelState,
+    csrf_ok,
+    load_session,
+    new_secret,
+    plausible,
+    request_csrf,
+    request_ip,
+    safe_next,
+    session_hash,
+    set_login_cookie,
+    set_session_cookie,
+)
+from relay.auth import verify_password_async
+from relay.errors import StoreUnavailable
+from relay.store import MessageReport
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+PAGE_SIZE = 100
+EVENT_CLASSES = ("human", "proxy", "prefetch", "scanner", "self")
+# no inline script or style anywhere: the panel has neither, so injected markup cannot run
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; object-src 'none'; base-uri 'none'; "
+                                "form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+ERROR_TEXT = {
+    403: "This form has expired or did not come from this site. Reload the page and try again.",
+    404: "There is nothing here, or it is not yours to see.",
+    405: "That method is not allowed here.",
+    503: "The store is unavailable right now. Try again in a moment.",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> None:
+    """Register the panel on the admin app: templates, static files, middlewares, routes."""
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                         undefined=jinja2.StrictUndefined, filters={"when": when, "rfc3339": rfc3339})
+    app[PANEL] = PanelState(clock=clock)
+    app.middlewares.append(panel_pages)
+    app.middlewares.append(load_session)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", message_list)
+    app.router.add_get("/messages/{id}", message_detail)
+    app.router.add_get("/messages/{id}/captured/{capture}.txt", captured_raw)
+    app.router.add_static("/static/", HERE / "static", append_version=False)
+
+
+# edges: error pages and headers
+
+@web.middleware
+async def panel_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/"):  # the API answers JSON errors of its own
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:  # redirects keep flowing as exceptions, with the headers added
+            _add_headers(request, e.headers)
+            raise
+        response = error_page(request, e.status, e.reason)
+        response.headers.update({k: v for k, v in e.headers.items() if k.lower() == "allow"})
+    except StoreUnavailable:
+        response = error_page(request, 503, "Service Unavailable")
+        response.headers["Retry-After"] = "5"
+    except Exception:
+        log.exception("panel error on %s %s", request.method, request.path)
+        response = error_page(request, 500, "Internal Server Error",
+                              "Something went wrong on our side. It has been logged.")
+    _add_headers(request, response.headers)
+    return response
+
+
+def _add_headers(request: web.Request, headers: Any) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")  # pages hold one user's data
+
+
+def error_page(request: web.Request, status: int, title: str, text: str | None = None) -> web.Response:
+    return aiohttp_jinja2.render_template("error.html", request, page_context(
+        request, title=f"{status} {title}", text=text or ERROR_TEXT.get(status, title)), status=status)
+
+
+def page_context(request: web.Request, **values: Any) -> dict[str, Any]:
+    """What base.html needs on every page: the user (or None) and their logout form's token."""
+    user = request.get(PANEL_USER)
+    csrf = request_csrf(request) if user is not None and SESSION_ID in request else ""
+    return {"user": user, "csrf": csrf, **values}
+
+
+def login_required(view: Handler) -> Handler:
+    @functools.wraps(view)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        if PANEL_USER not in request:
+            raise web.HTTPFound("/login?" + urlencode({"next": request.raw_path}, quote_via=quote))
+        return await view(request)
+
+    return wrapper
+
+
+def when(ts: float | None) -> str:
+    """A time for people: UTC, to the second (the API's RFC 3339 is in the datetime attribute)."""
+    if ts is None:
+        return "\u2014"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _field(form: Any, name: str) -> str:
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""  # an uploaded file where text belongs: nothing
+
+
+def _redirect(location: str) -> web.Response:
+    # 303: after a POST the browser follows with a GET
+    return web.Response(status=303, headers={"Location": location})
+
+
+# login and logout
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if PANEL_USER in request:
+        return _redirect(safe_next(request.query.get("next")))
+    return _login_page(request, next_url=safe_next(request.query.get("next")))
+
+
+def _login_page(request: web.Request, *, next_url: str, error: str = "", email: str = "",
+                status: int = 200) -> web.Response:
+    token = request.cookies.get(LOGIN_COOKIE)
+    if not plausible(token):
+        token = new_secret()
+    response = aiohttp_jinja2.render_template("login.html", request, page_context(
+        request, title="Log in", login_csrf=token, error=error, email=email, next_url=next_url), status=status)
+    set_login_cookie(response, token, secure=request.secure)
+    return response
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    if not csrf_ok(request.cookies.get(LOGIN_COOKIE), _field(form, CSRF_FIELD)):
+        raise web.HTTPForbidden()
+    email, password = _field(form, "email").strip(), _field(form, "password")
+    next_url = safe_next(_field(form, "next"))
+    state, store = request.app[PANEL], request.app[STORE]
+    ip = request_ip(request)
+    if not state.limiter.allow(f"ip:{ip}", f"email:{email.lower()}"):
+        return _login_page(request, next_url=next_url, email=email, status=429,
+                           error="Too many login attempts. Wait a minute and try again.")
+    user = await store.user_by_email(email) if email and len(email) <= 320 else None
+    # an unknown address costs the same argon2 check as a wrong password: no enumeration
+    if not await verify_password_async(user.password_hash if user else None, password) or user is None:
+        log.info("panel login failed for %r from %s", email[:320], ip)
+        return _login_page(request, next_url=next_url, email=email, error="Wrong email or password.")
+    now = state.clock()
+    await store.delete_stale_panel_sessions(now - IDLE_TIMEOUT, now - MAX_AGE)
+    if SESSION_ID in request:  # logging in again replaces the session, it does not add one
+        await store.delete_panel_session(session_hash(request[SESSION_ID]))
+    session_id = new_secret()  # always a new id: a planted cookie never becomes a login
+    await store.add_panel_session(session_hash(session_id), user.id, now, ip)
+    if ip:
+        state.should_note_ip(user.id, ip, now)
+        await store.note_sender_ip(user.id, ip, now)
+    response = _redirect(next_url)
+    set_session_cookie(response, session_id, secure=request.secure)
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    if PANEL_USER not in request:
+        return _redirect("/login")
+    form = await request.post()
+    if not csrf_ok(request_csrf(request), _field(form, CSRF_FIELD)):
+        raise web.HTTPForbidden()
+    await request.app[STORE].delete_panel_session(session_hash(request[SESSION_ID]))
+    response = _redirect("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# messages
+
+def _scope(request: web.Request) -> int | None:
+    """Same rule as the API: your own mail; everyone's only for admins with admins_see_all."""
+    user = request[PANEL_USER]
+    return None if user.is_admin and request.config_dict[SETTINGS].admins_see_all else user.id
+
+
+async def _report(request: web.Request) -> MessageReport:
+    raw_id = request.match_info["id"]
+    if not raw_id.isdigit() or len(raw_id) > 18:
+        raise web.HTTPNotFound()
+    report = await request.app[STORE].message_report(int(raw_id), _scope(request))
+    if report is None:  # unknown and someone else's look the same
+        raise web.HTTPNotFound()
+    return report
+
+
+def _page_url(tracked: bool, page: int) -> str:
+    query = {k: v for k, v in (("tracked", "1" if tracked else ""), ("page", str(page) if page > 1 else "")) if v}
+    return "/" + ("?" + urlencode(query) if query else "")
+
+
+@login_required
+@aiohttp_jinja2.template("messages.html")
+async def message_list(request: web.Request) -> dict[str, Any]:
+    tracked = request.query.get("tracked") == "1"
+    raw_page = request.query.get("page", "1")
+    page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 7 and int(raw_page) > 0 else 1
+    reports = await request.app[STORE].message_reports(
+        _scope(request), tracked=True if tracked else None, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    return page_context(
+        request, title="Tracked mail" if tracked else "Mail", messages=reports[:PAGE_SIZE], tracked=tracked,
+        newer_url=_page_url(tracked, page - 1) if page > 1 else None,
+        older_url=_page_url(tracked, page + 1) if len(reports) > PAGE_SIZE else None,
+        all_url=_page_url(False, 1), tracked_url=_page_url(True, 1))
+
+
+@login_required
+@aiohttp_jinja2.template("message.html")
+async def message_detail(request: web.Request) -> dict[str, Any]:
+    report = await _report(request)
+    captures = [capture_summary(c) for c in await request.app[STORE].captured(report.id)]
+    return page_context(request, title=report.subject or "(no subject)", m=report, captures=captures,
+                        event_classes=EVENT_CLASSES)
+
+
+@login_required
+async def captured_raw(request: web.Request) -> web.StreamResponse:
+    """A delivered copy as the capture upstream kept it: text/plain, inline, never HTML."""
+    report = await _report(request)
+    raw_capture = request.match_info["capture"]
+    if not raw_capture.isdigit() or len(raw_capture) > 18:
+        raise web.HTTPNotFound()
+    found = [c for c in await request.app[STORE].captured(report.id) if c["id"] == int(raw_capture)]
+    if not found:
+        raise web.HTTPNotFound()
+    return web.Response(body=bytes(found[0]["data"]), headers={
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Disposition": f'inline; filename="message-{report.id}-copy-{found[0]["id"]}.txt"',
+        "X-Content-Type-Options": "nosniff",
+        # even a browser that ignored the type could run nothing from this document
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    })
+
+
+def capture_summary(row: dict) -> dict[str, Any]:
+    """What the page shows of a captured copy: envelope, size and header lines."""
+    data = bytes(row["data"])
+    head = data.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in data else data.split(b"\n\n", 1)[0]
+    parsed = HeaderParser(policy=compat32).parsestr(head.decode("utf-8", "replace"), headersonly=True)
+    return {"id": row["id"], "at": row["at"], "mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"],
+            "size": len(data), "headers": [(name, str(value)) for name, value in parsed.items()]}
