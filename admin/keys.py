@@ -1,7 +1,7 @@
 """Typed application state shared by the admin listener's parts (API now, panel later)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -14,6 +14,8 @@ class AdminSettings:
     admins_see_all: bool = False
     # the policy a user without a stored one actually gets (tracking.default_mode)
     default_mode: str = "opt-in"
+    # admin.secret_key: keys the panel's CSRF tokens, so a token is worthless without the config
+    secret_key: str = field(default="", repr=False)
 
 
 STORE = web.AppKey("store", Store)

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Literal
 
 from aiohttp import web
 
-from admin.keys import STORE
+from admin.keys import SETTINGS, STORE
 from relay.netaddr import client_ip
 from relay.store import User
 
@@ -62,8 +62,9 @@ def session_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
 
 
-def csrf_token(session_id: str) -> str:
-    return hmac.new(session_id.encode("ascii"), b"trackrelay panel csrf", hashlib.sha256).hexdigest()
+def csrf_token(session_id: str, secret_key: str = "") -> str:
+    key = secret_key.encode("utf-8") + b"\0" + session_id.encode("ascii")
+    return hmac.new(key, b"trackrelay panel csrf", hashlib.sha256).hexdigest()
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
@@ -164,7 +165,7 @@ def request_ip(request: web.Request) -> str:
 
 def request_csrf(request: web.Request) -> str:
     """The CSRF token for forms on this logged-in page."""
-    return csrf_token(request[SESSION_ID])
+    return csrf_token(request[SESSION_ID], request.app[SETTINGS].secret_key)
 
 
 # the middleware

@@ -150,7 +150,8 @@ class App:
                               accepted=lambda: self.handler.accepted if self.handler else 0,
                               results=lambda: self.delivery.counts if self.delivery else {})
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
-                                 default_mode=self.cfg.tracking.default_mode)
+                                 default_mode=self.cfg.tracking.default_mode,
+                                 secret_key=self.cfg.admin.secret_key)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
