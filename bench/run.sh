@@ -12,9 +12,9 @@
 # See bench/README.md. Everything it starts is stopped by PID on exit; all state is in
 # $WORK (default /tmp/trackrelay-bench, wiped at start).
 #
-# Knobs (environment): N=1000 mails per SMTP run, REPS=2 rounds, CONC=20 sessions,
+# Knobs (environment): N=1000 mails per SMTP run, REPS=3 rounds, CONC=20 sessions,
 #   TRACK_CONC=$CONC, E2E_TIMEOUT=180 (s per SMTP run), RUNS=300 rewrite calls per case,
-#   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=1 (wrk), BASE_PORT=27500 (uses 6 ports from it),
+#   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=2 (wrk), BASE_PORT=27500 (uses 6 ports from it),
 #   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench.
 set -euo pipefail
 
@@ -24,7 +24,7 @@ VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 PY=$VENV_BIN/python
 WORK=${WORK:-/tmp/trackrelay-bench}
 N=${N:-1000}
-REPS=${REPS:-2}
+REPS=${REPS:-3}
 CONC=${CONC:-20}
 TRACK_CONC=${TRACK_CONC:-$CONC}
 E2E_TIMEOUT=${E2E_TIMEOUT:-180}
@@ -32,7 +32,7 @@ RUNS=${RUNS:-300}
 DUR=${DUR:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
-HTTP_REPS=${HTTP_REPS:-1}
+HTTP_REPS=${HTTP_REPS:-2}
 BASE_PORT=${BASE_PORT:-27500}
 BENCH_FROM=news@nordlicht-outdoor.example
 BENCH_TO=sanna.virtanen@example.org
@@ -106,9 +106,18 @@ smtp_probe() {  # smtp_probe PORT RCPTS -> prints upstream messages per submitte
 }
 
 RELAY_UP=0
+RELAY_RESTARTS=0
+RELAY_FAIL=""
 ensure_sink() { [[ -n $SINK_PID ]] || sink_start "$SINK_PORT"; }
 ensure_relay() {
-  ((RELAY_UP)) && return 0
+  if ((RELAY_UP == 1)); then
+    relay_alive && return 0
+    # not stopped by us: someone else's cleanup or a crash. Say so, restart once or twice.
+    note "${1:-smtp}" "the relay (pid $RELAY_PID) stopped during the bench; last log line: $(tail -1 "$RELAY_LOG" | cut -c1-160)"
+    ((RELAY_RESTARTS++ < 3)) && relay_launch && return 0
+    RELAY_UP=-1; RELAY_FAIL="relay stopped and could not be restarted"; return 1
+  fi
+  ((RELAY_UP == 0)) || return 1
   if relay_start "$RELAY_SMTP_PORT" "$RELAY_HTTP_PORT" "$RELAY_ADMIN_PORT" "$SINK_PORT"; then
     RELAY_UP=1
   else
@@ -141,6 +150,17 @@ json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "parts": parts.split(),
           open(out, "w"))
 PY
 
+# ---------------------------------------------------------------- 2. rewrite (runs first, before
+# any server is started: nothing of ours competes with it for the CPU)
+if want rewrite; then
+  log "== rewrite: $RUNS calls per case, interleaved"
+  (cd "$ROOT" && "$PY" "$BENCH/lib/rewrite_bench.py" --data "$WORK/data" --runs "$RUNS" --out "$RESULTS" >/dev/null) \
+    || note rewrite "rewrite benchmark failed: see output above"
+  if grep -q '"status": "unavailable"' "$RESULTS"; then
+    note rewrite "rewrite: not available yet ($(grep -o '"error": "[^"]*"' "$RESULTS" | head -1 | cut -c11-200))"
+  fi
+fi
+
 # ---------------------------------------------------------------- 1. SMTP
 if want smtp; then
   log "== SMTP: $N mails per run, sessions 1 and $CONC, $REPS rounds"
@@ -172,30 +192,19 @@ if want smtp; then
     for conc in 1 "$CONC"; do
       smtp_run off sink "$SINK_PORT" "$conc" 1 - 1 "$rep"
       ((PF_OK)) && smtp_run off postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep"
-      if ((RELAY_OK)) && relay_alive; then
+      if ((RELAY_OK)) && ensure_relay smtp; then
         relay_policy off && smtp_run off relay "$RELAY_SMTP_PORT" "$conc" 1 off "$K_OFF" "$rep"
       fi
     done
     for rc in 1 3; do
       k=K_ON$rc
       ((PF_OK)) && smtp_run on postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep"
-      if ((RELAY_OK)) && [[ -n ${!k} ]] && relay_alive; then
+      if ((RELAY_OK)) && [[ -n ${!k} ]] && ensure_relay smtp; then
         relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${!k}" "$rep"
       fi
     done
   done
-  if ((RELAY_OK)) && ! relay_alive; then note smtp "the relay process died during the runs: $(tail -1 "$RELAY_LOG")"; fi
   postfix_stop
-fi
-
-# ---------------------------------------------------------------- 2. rewrite
-if want rewrite; then
-  log "== rewrite: $RUNS calls per case, interleaved"
-  (cd "$ROOT" && "$PY" "$BENCH/lib/rewrite_bench.py" --data "$WORK/data" --runs "$RUNS" --out "$RESULTS" >/dev/null) \
-    || note rewrite "rewrite benchmark failed: see output above"
-  if grep -q '"status": "unavailable"' "$RESULTS"; then
-    note rewrite "rewrite: not available yet ($(grep -o '"error": "[^"]*"' "$RESULTS" | head -1 | cut -c11-200))"
-  fi
 fi
 
 # ---------------------------------------------------------------- 3. hits
@@ -204,7 +213,7 @@ if want hits; then
   HITS_OK=0
   if ! have wrk; then
     note hits "hits: wrk is missing (make bench installs it)"
-  elif ! { ensure_sink && ensure_relay; }; then
+  elif ! { ensure_sink && ensure_relay hits; }; then
     note hits "hits: not available yet ($RELAY_FAIL)"
   elif ! port_listening "$RELAY_HTTP_PORT"; then
     note hits "hits: not available yet (nothing listens on http.listen 127.0.0.1:$RELAY_HTTP_PORT)"
@@ -233,10 +242,10 @@ if want hits; then
       for ep in pixel click; do
         if [[ $ep == pixel ]]; then path="/o/$TOKEN.gif"; else path="/c/$TOKEN/$POS"; fi
         ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep"
-        relay_alive && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_DB"
+        ensure_relay hits && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_DB"
       done
     done
-    relay_alive || note hits "the relay process died during the runs: $(tail -1 "$RELAY_LOG")"
+    ensure_relay hits || true
     nginx_stop
   fi
 fi

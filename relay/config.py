@@ -222,7 +222,7 @@ def _build_section(name: str, factory: Any, values: Any, environ: Mapping[str, s
 
 def _check_env_names(environ: Mapping[str, str]) -> None:
     """A typo in an override name must not be silently ignored."""
-    known = {"TRACKRELAY_CONFIG", "TRACKRELAY_CORPUS"}
+    known = {"TRACKRELAY_CONFIG", "TRACKRELAY_CORPUS", "TRACKRELAY_LOG_LEVEL"}
     for sec in fields(Config):
         if sec.name == "source":
             continue

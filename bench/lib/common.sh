@@ -10,19 +10,26 @@ die() { log "error: $*"; exit 1; }
 # start_bg NAME LOGFILE CMD... : start CMD in the background, remember its PID, echo it.
 start_bg() {
   local name=$1 logfile=$2; shift 2
-  "$@" >"$logfile" 2>&1 </dev/null &
+  "$@" >"$logfile" 2>&1 </dev/null 9>&- &  # fd 9 is run.sh's lock: not for children
   local pid=$!
   echo "$pid $name" >>"$WORK/pids"
   echo "$pid"
 }
 
+# pid_alive PID: running (an exited process not yet reaped, state Z, counts as gone)
+pid_alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z && $state != X ]]
+}
+
 # stop_pid PID [TIMEOUT_S]: SIGTERM that PID, wait, SIGKILL if it lingers.
 stop_pid() {
   local pid=$1 t=${2:-15} i
-  kill -0 "$pid" 2>/dev/null || return 0
+  pid_alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < t * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    pid_alive "$pid" || return 0
     sleep 0.1
   done
   log "pid $pid did not stop in ${t}s: SIGKILL"
@@ -43,7 +50,17 @@ wait_port() {
   local port=$1 t=${2:-20} pid=${3:-} i
   for ((i = 0; i < t * 10; i++)); do
     port_listening "$port" && return 0
-    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    if [[ -n $pid ]] && ! pid_alive "$pid"; then return 1; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# wait_port_free PORT [TIMEOUT_S]: wait until nothing accepts on 127.0.0.1:PORT
+wait_port_free() {
+  local port=$1 t=${2:-15} i
+  for ((i = 0; i < t * 10; i++)); do
+    port_listening "$port" || return 0
     sleep 0.1
   done
   return 1
@@ -68,7 +85,7 @@ cleanup_all() {
     # newest first: the relay before the sink it delivers to
     while read -r pid name; do
       [[ -n $pid ]] || continue
-      if kill -0 "$pid" 2>/dev/null; then log "stopping $name (pid $pid)"; stop_pid "$pid" 10; fi
+      if pid_alive "$pid"; then log "stopping $name (pid $pid)"; stop_pid "$pid" 30; fi
     done < <(tac "$WORK/pids")
     rm -f "$WORK/pids"
   fi

@@ -57,7 +57,7 @@ http {
 }
 EOF
   if ! nginx -p "$NGINX_DIR/" -e "$NGINX_DIR/logs/error.log" -c "$NGINX_DIR/nginx.conf" \
-       >"$NGINX_DIR/logs/start.log" 2>&1; then
+       >"$NGINX_DIR/logs/start.log" 2>&1 9>&-; then
     log "nginx did not start: $(tail -3 "$NGINX_DIR/logs/start.log")"
     return 1
   fi
@@ -69,9 +69,9 @@ nginx_stop() {
   [[ -n ${NGINX_DIR:-} && -f $NGINX_DIR/nginx.pid ]] || return 0
   local pid i
   pid=$(cat "$NGINX_DIR/nginx.pid")
-  kill -0 "$pid" 2>/dev/null || return 0
+  pid_alive "$pid" || return 0
   log "stopping nginx (master pid $pid)"
   kill -QUIT "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < 100; i++)); do pid_alive "$pid" || return 0; sleep 0.1; done
   kill -TERM "$pid" 2>/dev/null || true
 }

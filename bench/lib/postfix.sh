@@ -79,7 +79,7 @@ scache     unix  - - n -     1 scache
 postlog    unix-dgram n - n - 1 postlogd
 EOF
   if ! postfix -c "$PF_ROOT/etc" check >"$PF_ROOT/check.log" 2>&1 \
-     || ! postfix -c "$PF_ROOT/etc" start >>"$PF_ROOT/check.log" 2>&1; then
+     || ! postfix -c "$PF_ROOT/etc" start >>"$PF_ROOT/check.log" 2>&1 9>&-; then
     log "postfix did not start: $(tail -3 "$PF_ROOT/check.log")"
     return 1
   fi
@@ -102,11 +102,11 @@ postfix_stop() {
   [[ -n ${PF_ROOT:-} && -f $PF_ROOT/etc/main.cf ]] || return 0
   local pid
   pid=$(postfix_master_pid)
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n $pid ]] && pid_alive "$pid" || return 0
   log "stopping postfix (master pid $pid)"
   postfix -c "$PF_ROOT/etc" stop >/dev/null 2>&1 || true
   local i
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < 100; i++)); do pid_alive "$pid" || return 0; sleep 0.1; done
   log "postfix master $pid still running: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
 }

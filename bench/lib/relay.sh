@@ -54,13 +54,25 @@ EOF
   if ! printf '%s\n' "bench-password-1234" | relay_cli user add "$BENCH_FROM" --password-stdin >>"$dir/setup.log" 2>&1; then
     log "relay: cannot create user $BENCH_FROM: $(tail -2 "$dir/setup.log")"; return 1
   fi
+  RELAY_SMTP=$smtp_port
+  relay_launch
+}
+
+# relay_launch: start `trackrelay serve` on the config written by relay_start (also used
+# to restart it if something outside the bench stopped it)
+relay_launch() {
+  [[ -f $RELAY_LOG ]] && cat "$RELAY_LOG" >>"$RELAY_LOG.old"
+  if ! wait_port_free "$RELAY_SMTP" 15; then
+    log "relay: something still listens on 127.0.0.1:$RELAY_SMTP"; return 1
+  fi
   RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
-  if ! wait_port "$smtp_port" 30 "$RELAY_PID"; then
-    log "relay did not start (smtp 127.0.0.1:$smtp_port); last log lines:"
+  # listening, and still alive a moment later (not a port someone else holds)
+  if ! wait_port "$RELAY_SMTP" 30 "$RELAY_PID" || ! { sleep 0.5; relay_alive; }; then
+    log "relay did not start (smtp 127.0.0.1:$RELAY_SMTP); last log lines:"
     tail -5 "$RELAY_LOG" | sed 's/^/    /' >&2
     return 1
   fi
-  log "relay smtp 127.0.0.1:$smtp_port http 127.0.0.1:$http_port -> sink :$sink_port (pid $RELAY_PID)"
+  log "relay listening, smtp 127.0.0.1:$RELAY_SMTP (pid $RELAY_PID, config $RELAY_CONF)"
 }
 
 # relay_policy off|always: tracking for the bench sender's mail (read by the running relay)
@@ -69,7 +81,7 @@ relay_policy() {
     || { log "relay: policy mode=$1 failed: $(tail -2 "$WORK/relay/setup.log")"; return 1; }
 }
 
-relay_alive() { [[ -n $RELAY_PID ]] && kill -0 "$RELAY_PID" 2>/dev/null; }
+relay_alive() { [[ -n $RELAY_PID ]] && pid_alive "$RELAY_PID"; }
 
 relay_stop() {
   [[ -n $RELAY_PID ]] || return 0

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Turn the bench's raw results (JSON lines) into the tables `make bench` prints.
 
-  report.py RESULTS.jsonl ENV.json OUT.md [--full]
+  report.py RESULTS.jsonl ENV.json OUT.md
 
-Writes the full markdown report to OUT.md and prints a compact version (targets first).
+Writes the markdown report to OUT.md (targets first) and prints it with the targets
+table last.
 Ratios are taken per repetition (the relay run against the reference run of the same
 round, same sessions and recipients) and the median of those is reported, so slow and
 fast phases of the machine hit both sides alike.
@@ -41,6 +42,13 @@ def spread(xs, nd=0):
     if len(xs) == 1:
         return fmt(xs[0], nd)
     return f"{fmt(med(xs), nd)} ({fmt(min(xs), nd)}–{fmt(max(xs), nd)})"
+
+
+def ratio_fmt(x, target):
+    """Two decimals, or three where two would look like the target itself (0.598 vs 0.6)."""
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if round(x, 2) == round(target, 2) else f"{x:.2f}"
 
 
 def verdict(ok: bool | None) -> str:
@@ -114,7 +122,7 @@ def smtp_section(rows, notes, targets):
     convs = sorted({c for c, _ in off})
     big = max(convs) if convs else None
     v = off.get((big, 1)) if big else None
-    targets.append((f"SMTP relay (tracking off) / Postfix, {big or '?'} sessions", fmt(v, 2), f">= {TARGET_SMTP}",
+    targets.append((f"SMTP relay (tracking off) / Postfix, {big or '?'} sessions", ratio_fmt(v, TARGET_SMTP), f">= {TARGET_SMTP}",
                     verdict(None if v is None else v >= TARGET_SMTP)))
     for c in convs:
         if c != big:
@@ -123,7 +131,7 @@ def smtp_section(rows, notes, targets):
     for rc in (1, 3):
         found = sorted((c, v) for (c, r), v in on.items() if r == rc)
         for c, v in found:
-            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail, {c} sessions", fmt(v, 2),
+            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail, {c} sessions", ratio_fmt(v, TARGET_TRACK),
                             f">= {TARGET_TRACK}", verdict(None if v is None else v >= TARGET_TRACK)))
         if not found:
             targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail", "–", f">= {TARGET_TRACK}", "n/a"))
@@ -139,12 +147,15 @@ def rewrite_section(rows, notes, targets):
         out += ["", "no rewrite results", ""]
         return out
     runs = rw[0]["lxml"]["runs"]
-    out += ["", f"median of {runs} calls each, interleaved in blocks of 10 (p90 in brackets). "
-                "lxml = lxml.html.document_fromstring + tostring of the same message's HTML part(s); "
-                "html-only = relay.rewrite_html on the decoded HTML (no MIME); calib = fixed Python loop "
-                "(machine noise).", "",
-            "| message | bytes | HTML bytes | links | pixel | rewrite_message ms | lxml parse+tostring ms | ratio | html-only ms | calib ms | status |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    out += ["", f"Per call, median of {runs} calls per case (p90 in brackets), interleaved in rounds of 5 calls "
+                "per case. Times are the benchmark thread's CPU time (time.thread_time_ns): on a shared machine "
+                "wall time also counts the slices the scheduler gives to other processes, which hit long calls "
+                "harder than short ones. ratio = rewrite/lxml per round, median over rounds (CPU time; the "
+                "wall-time ratio beside it). lxml = lxml.html.document_fromstring + tostring of the same "
+                "message's HTML part(s); html-only = relay.rewrite_html on the decoded HTML (no MIME layer); "
+                "calib = a fixed Python loop (if it moves between runs, the machine was busy).", "",
+            "| message | bytes | HTML bytes | links | pixel | rewrite_message ms | lxml parse+tostring ms | ratio (CPU) | ratio (wall) | html-only ms | calib ms | status |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rw:
         rew = r.get("rewrite")
         lx = r["lxml"]
@@ -155,10 +166,12 @@ def rewrite_section(rows, notes, targets):
             f"| {r['file']} | {r['bytes']} | {r['html_bytes']} | {r.get('links', '–')} | "
             f"{'yes' if r.get('pixel') else ('no' if 'pixel' in r else '–')} | "
             f"{fmt(rew['median_ms'], 3) + ' (' + fmt(rew['p90_ms'], 3) + ')' if rew else '–'} | "
-            f"{fmt(lx['median_ms'], 3)} ({fmt(lx['p90_ms'], 3)}) | {fmt(r.get('ratio'), 2)} | "
+            f"{fmt(lx['median_ms'], 3)} ({fmt(lx['p90_ms'], 3)}) | {ratio_fmt(r.get('ratio'), TARGET_REWRITE)} | "
+            f"{fmt(r.get('wall_ratio'), 2)} | "
             f"{fmt(html['median_ms'], 3) if html else '–'} | {fmt(r['calib']['median_ms'], 3)} | {status} |")
         ok = None if r.get("ratio") is None else (r["ratio"] <= TARGET_REWRITE and r["status"] == "ok")
-        targets.append((f"rewrite / bare lxml parse, {r['file']}", fmt(r.get("ratio"), 2), f"<= {TARGET_REWRITE}",
+        targets.append((f"rewrite / bare lxml parse (CPU time), {r['file']}", ratio_fmt(r.get("ratio"), TARGET_REWRITE),
+                        f"<= {TARGET_REWRITE}",
                         verdict(ok)))
     out.append("")
     return out
@@ -206,10 +219,13 @@ def hits_section(rows, notes, targets):
             ratio = med(rr)
             p99 = max((r["p99_ms"] for r in rs if r.get("p99_ms") is not None), default=None)
             lost_total = sum(x for x in lost if x is not None) if any(x is not None for x in lost) else None
-            targets.append((f"hits {endpoint}: relay rps / nginx rps", fmt(ratio, 2), f">= {TARGET_HITS}",
+            targets.append((f"hits {endpoint}: relay rps / nginx rps", ratio_fmt(ratio, TARGET_HITS), f">= {TARGET_HITS}",
                             verdict(None if ratio is None else ratio >= TARGET_HITS)))
-            targets.append((f"hits {endpoint}: relay p99 (worst run)", f"{fmt(p99, 2)} ms", f"<= {TARGET_P99} ms",
-                            verdict(None if p99 is None else p99 <= TARGET_P99)))
+            ngx_p99 = max((r["p99_ms"] for r in groups.get((endpoint, "nginx"), []) if r.get("p99_ms") is not None),
+                          default=None)
+            context = f" (nginx, same rounds: {fmt(ngx_p99, 2)} ms)" if ngx_p99 is not None else ""
+            targets.append((f"hits {endpoint}: relay p99, worst run{context}", f"{fmt(p99, 2)} ms",
+                            f"<= {TARGET_P99} ms", verdict(None if p99 is None else p99 <= TARGET_P99)))
             targets.append((f"hits {endpoint}: lost hits (requests - stored)", fmt(lost_total), "0",
                             verdict(None if lost_total is None else lost_total == 0 and errors == 0)))
     out.append("")
@@ -237,13 +253,14 @@ def main() -> int:
             f"{env.get('machine', '')}; load average before/after: {env.get('load_before', '?')} / "
             f"{env.get('load_after', '?')}. Commit {env.get('commit', '?')}. Knobs: {env.get('knobs', '')}.",
             "Other work shares these cores: read ratios (same round, same machine state), not absolute numbers.",
-            "", "## Targets", "", "| what | measured | target | verdict |", "|---|---:|---|---|"]
-    head += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets]
-    head.append("")
-    md = "\n".join(head + body) + "\n"
+            ""]
+    summary = ["## Targets", "", "| what | measured | target | verdict |", "|---|---:|---|---|"]
+    summary += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets]
+    summary.append("")
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(md, encoding="utf-8")
-    print(md)
+    md_path.write_text("\n".join(head + summary + body) + "\n", encoding="utf-8")
+    # on the terminal the summary comes last, where the eye lands
+    print("\n".join(head + body + summary))
     return 0
 
 

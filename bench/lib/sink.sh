@@ -3,7 +3,7 @@
 # Postfix's smtp-sink accepts and discards mail as fast as SMTP allows. With -c it keeps
 # running counters ("sess=N quit=N mesg=N", CR-separated) on stdout; they go to
 # $SINK_LOG, and bench/lib/smtp_run.py reads mesg= from there to stop the end-to-end clock
-# when the last message has arrived. smtp-sink refuses to run as root without -u.
+# when the last message has arrived. As root it runs as nobody (it refuses root).
 
 SINK_LOG=""
 SINK_PID=""
@@ -13,7 +13,9 @@ sink_start() {
   SINK_LOG=$WORK/sink.log
   require_free_port "$port" "smtp-sink"
   # -m 512: up to 512 simultaneous sessions; backlog 1024 so bursts never hit a full queue
-  SINK_PID=$(start_bg smtp-sink "$SINK_LOG" /usr/sbin/smtp-sink -u nobody -c -m 512 "127.0.0.1:$port" 1024)
+  local user=()
+  [[ $(id -u) == 0 ]] && user=(-u nobody)
+  SINK_PID=$(start_bg smtp-sink "$SINK_LOG" /usr/sbin/smtp-sink "${user[@]}" -c -m 512 "127.0.0.1:$port" 1024)
   wait_port "$port" 10 "$SINK_PID" || die "smtp-sink did not start on 127.0.0.1:$port: $(tail -3 "$SINK_LOG")"
   log "smtp-sink on 127.0.0.1:$port (pid $SINK_PID)"
 }
