@@ -18,6 +18,7 @@ from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.hit_tracker import HitTracker, TrackerSettings
 from relay.http_hits import make_hits_app
 from relay.intake import TrackingRules
+from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
 from relay.netaddr import parse_networks
 from relay.smtpd import Credentials, RelayHandler, SmtpPolicy, start_listener, trusted_networks
@@ -101,8 +102,10 @@ class App:
             # alone (--only delivery) nothing wakes it when mail is spooled: look more often
             poll=1.0 if "smtp" in self.parts else 0.2,
         )
+        rewriter = RewritePool(cfg.tracking.rewrite_processes)
+        self._cleanups.append(rewriter.close)
         self.delivery = DeliveryWorker(self.store, self.upstream, settings, credentials=self.credentials,
-                                       clock=self.clock)
+                                       clock=self.clock, rewriter=rewriter)
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
 
     async def _start_smtp(self) -> None:

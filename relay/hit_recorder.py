@@ -83,9 +83,9 @@ class HitRecorder:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except asyncio.TimeoutError:
+            lost = self.depth  # counted before cancelling: the writer forgets its batch then
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            lost = len(self._queue) + self._in_flight
             if lost:
                 log.error("store unavailable at shutdown: %d hits not recorded", lost)
                 self.dropped.inc("shutdown", n=lost)

@@ -45,7 +45,7 @@ class TrackerSettings:
     history_copies: int = 10000
     history_seconds: float = 60.0
     lookup_deadline: float = 60.0  # a store outage longer than this drops (and counts) pixel hits
-    max_pending: int = 10000  # cold look-ups in flight; beyond this a flood is shed, counted
+    max_pending: int = 10000  # hits parked for cold look-ups; beyond this a flood is shed, counted
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,13 @@ class RawHit:
     purpose: str
     at: float
     position: int | None = None
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    raw: RawHit
+    target: CopyTarget | None  # known for clicks (the redirect needed it)
+    history: tuple[tuple[float, int], ...]
 
 
 class TtlCache(Generic[K, V]):
@@ -109,8 +116,9 @@ class HitTracker:
         self._lookups: dict[Hashable, asyncio.Future] = {}
         self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
         self._clicks: OrderedDict[int, deque[tuple[float, int]]] = OrderedDict()
-        self._tasks: set[asyncio.Future] = set()  # hits waiting for a look-up
-        self._behind: dict[str, asyncio.Future] = {}  # token -> its latest hit in _tasks
+        self._waiting: dict[str, list[_Waiting]] = {}  # token -> hits parked until its look-ups end
+        self._parked = 0
+        self._tasks: set[asyncio.Future] = set()  # one per token in _waiting
         self._refreshes: set[asyncio.Future] = set()
         self.hits = metrics.counter("trackrelay_hits_total", "Hits on known tokens by kind and class",
                                     ("kind", "class"))
@@ -158,38 +166,36 @@ class HitTracker:
 
     def observe_open(self, token: str, raw: RawHit) -> None:
         """Record a pixel hit; returns at once (the look-up, if any, runs in the background)."""
-        if token not in self._behind:
+        if token not in self._waiting:
             target = self._targets.get(token)
             if target is None:
                 self.unknown.inc(raw.kind)
                 return
             if target is not _MISSING and self._try_now(target, raw, ()):  # type: ignore[arg-type]
                 return
-        self._defer(token, raw, None)
+        self._wait(token, _Waiting(raw, None, ()))
 
     def observe_click(self, token: str, target: CopyTarget, raw: RawHit) -> None:
         history = self._click_history(target.copy_id, raw)
-        if token in self._behind or not self._try_now(target, raw, history):
-            self._defer(token, raw, (target, history))
+        if token in self._waiting or not self._try_now(target, raw, history):
+            self._wait(token, _Waiting(raw, target, history))
 
-    def _defer(self, token: str, raw: RawHit, known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None) -> None:
-        """Record in the background, after any earlier hit on this token still waiting there:
-        a copy's hits reach the store in arrival order, which implied opens and "first
-        human open" notifications depend on."""
-        if len(self._tasks) >= self.s.max_pending:
+    def _wait(self, token: str, item: _Waiting) -> None:
+        """Park a hit until its token's look-ups are done. Later hits on the same token join
+        the same list, so a copy's hits reach the store in arrival order (implied opens and
+        "first human open" notifications depend on it); one task per token drains it."""
+        if self._parked >= self.s.max_pending:
             self.dropped.inc("overload")
             return
-        before = self._behind.get(token)
-        task = asyncio.ensure_future(self._record_later(token, raw, known, before))
+        self._parked += 1
+        items = self._waiting.get(token)
+        if items is not None:
+            items.append(item)
+            return
+        self._waiting[token] = [item]
+        task = asyncio.ensure_future(self._drain(token))
         self._tasks.add(task)
-        self._behind[token] = task
-
-        def done(t: asyncio.Future) -> None:
-            self._tasks.discard(t)
-            if self._behind.get(token) is t:
-                del self._behind[token]
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._tasks.discard)
 
     def _click_history(self, copy_id: int, raw: RawHit) -> tuple[tuple[float, int], ...]:
         """This copy's recent clicks before this one, then this one added (for bursts)."""
@@ -224,34 +230,40 @@ class HitTracker:
         except StoreUnavailable as e:
             log.warning("sender addresses not refreshed: %s", e)
 
-    async def _record_later(self, token: str, raw: RawHit,
-                            known: tuple[CopyTarget, tuple[tuple[float, int], ...]] | None,
-                            before: asyncio.Future | None) -> None:
-        if before is not None:
-            await asyncio.wait([before])
+    async def _drain(self, token: str) -> None:
+        items = self._waiting[token]
         delay, deadline = 0.05, time.monotonic() + self.s.lookup_deadline
+        target: CopyTarget | None = next((i.target for i in items if i.target is not None), None)
+        senders: frozenset[str] = frozenset()
+        problem = ""
         while True:
             try:
-                if known is None:
+                if target is None:
                     target = await self.target(token)
-                    if target is None:
-                        self.unknown.inc(raw.kind)
-                        return
-                    known = (target, ())
-                senders = await self._senders(known[0].user_id)
-                self._submit(known[0], raw, senders, known[1])
-                return
+                if target is not None:
+                    senders = await self._senders(target.user_id)
+                break
             except StoreUnavailable as e:
                 if time.monotonic() > deadline:
-                    log.error("hit dropped, store unavailable for %.0fs: %s", self.s.lookup_deadline, e)
-                    self.dropped.inc("lookup_failed")
-                    return
+                    log.error("hits dropped, store unavailable for %.0fs: %s", self.s.lookup_deadline, e)
+                    problem = "lookup_failed"
+                    break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except Exception:  # a bug must not vanish silently nor go uncounted
-                log.exception("hit dropped: recording failed")
-                self.dropped.inc("error")
-                return
+                log.exception("hits dropped: recording failed")
+                problem = "error"
+                break
+        # from here on no await: every hit parked for this token is handled in one go, in order
+        items = self._waiting.pop(token)
+        self._parked -= len(items)
+        for item in items:
+            if problem:
+                self.dropped.inc(problem)
+            elif target is None:
+                self.unknown.inc(item.raw.kind)
+            else:
+                self._submit(item.target or target, item.raw, senders, item.history)
 
     async def _senders(self, user_id: int | None) -> frozenset[str]:
         if user_id is None:
@@ -296,9 +308,11 @@ class HitTracker:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
-            if pending:
-                self.dropped.inc("shutdown", n=len(pending))
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._parked:
+            self.dropped.inc("shutdown", n=self._parked)
+            self._waiting.clear()
+            self._parked = 0
 
 
 def _utc(ts: float) -> datetime:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -11,6 +12,7 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+@lru_cache(maxsize=65536)  # the same few addresses come back again and again; parsing is the cost
 def _addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         addr = ipaddress.ip_address(text.strip().strip("[]"))
@@ -45,6 +47,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
     return str(current)
 
 
+@lru_cache(maxsize=65536)
 def anonymize_ip(ip: str) -> str:
     """IPv4 to its /24, IPv6 to its /48 (the network address); anything else unchanged."""
     addr = _addr(ip)

@@ -1,0 +1,109 @@
+"""Store contract for hits and reports: implied opens, notifications, counts, scoping."""
+from __future__ import annotations
+
+import pytest
+
+from relay.policy import UserPolicy
+from relay.store import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
+from relay.store.sqlite import SqliteStore
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteStore(str(tmp_path / "s.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def sent_message(store: SqliteStore, user_id: int, rcpts=("bob@example.org", "carol@example.org"),
+                       shared: bool = False, queue_id: str = "Q1") -> int:
+    if shared:
+        copies = (NewCopy(f"tok-{queue_id}-all", None, True, True),)
+        recipients = tuple(NewRecipient(r, 0) for r in rcpts)
+    else:
+        copies = tuple(NewCopy(f"tok-{queue_id}-{i}", r, True, True) for i, r in enumerate(rcpts))
+        recipients = tuple(NewRecipient(r, i) for i, r in enumerate(rcpts))
+    mid = await store.spool(NewMessage(
+        queue_id=queue_id, user_id=user_id, mail_from="alice@example.com", message_id=f"<{queue_id}@x>",
+        subject="Numbers", body=b"Subject: Numbers\r\n\r\nhi\r\n", received_at=T0, client_ip="192.0.2.1",
+        recipients=recipients, copies=copies, track_opens=True, track_clicks=True))
+    [claimed] = await store.claim("w", T0, 10, 60)
+    await store.save_links(mid, [(0, "https://example.com/a"), (1, "https://example.com/b")])
+    await store.finish(mid, [RecipientResult(r.id, "sent") for r in claimed.recipients], T0 + 1)
+    return mid
+
+
+def hit(copy_id: int, kind: str, at: float, cls: str = "human", position: int | None = None) -> NewEvent:
+    return NewEvent(copy_id, 1, kind, T0 + at, position, "203.0.113.0", "UA", cls)
+
+
+async def test_a_click_implies_one_open_per_class_and_notifies_humans_once(store):
+    alice = await store.add_user("alice@example.com", "h")
+    mid = await sent_message(store, alice.id)
+    stored = await store.record_hits([
+        hit(1, "click", 5, "scanner", 0),  # the scanner's click implies the scanner's open
+        hit(1, "click", 6, "scanner", 1),
+        hit(1, "click", 100, "human", 1),  # images blocked: the click implies a human open
+        hit(1, "open", 200, "human"),
+        hit(1, "open", 300, "human"),
+    ])
+    assert stored == 5
+    report = await store.message_report(mid, alice.id)
+    assert [(e.type, e.cls, e.implied) for e in report.events] == [
+        ("open", "scanner", True), ("click", "scanner", False), ("click", "scanner", False),
+        ("open", "human", True), ("click", "human", False), ("open", "human", False), ("open", "human", False)]
+    bob = report.recipients[0].counts
+    assert (bob.opens, bob.human_opens, bob.clicks, bob.human_clicks) == (4, 3, 3, 1)
+    assert (bob.first_open_at, bob.last_open_at) == (T0 + 5, T0 + 300)
+    assert [(x.position, x.clicks, x.human_clicks) for x in report.links] == [(0, 1, 0), (1, 2, 1)]
+    notes = await store.notifications(alice.id)
+    assert [(n.type, n.url, n.at) for n in notes] == [
+        ("click", "https://example.com/b", T0 + 100), ("open", None, T0 + 100)]
+    assert notes[0].recipient == "bob@example.org" and notes[0].subject == "Numbers"
+
+
+async def test_no_notifications_when_the_policy_says_so_or_for_machines(store):
+    alice = await store.add_user("alice@example.com", "h")
+    await store.set_policy(alice.id, UserPolicy(notify=False))
+    await sent_message(store, alice.id)
+    await store.record_hits([hit(1, "open", 50), hit(1, "click", 60, position=0)])
+    assert await store.notifications(alice.id) == []
+    await store.set_policy(alice.id, UserPolicy(notify=True))
+    await store.record_hits([hit(2, "open", 50, "proxy"), hit(2, "open", 51, "prefetch")])
+    assert await store.notifications(alice.id) == []
+
+
+async def test_hits_on_erased_copies_are_skipped_not_fatal(store):
+    alice = await store.add_user("alice@example.com", "h")
+    await sent_message(store, alice.id)
+    assert await store.record_hits([hit(99, "open", 1), hit(1, "open", 2)]) == 1
+
+
+async def test_shared_copies_and_scoping(store):
+    alice = await store.add_user("alice@example.com", "h")
+    mallory = await store.add_user("mallory@example.com", "h")
+    mid = await sent_message(store, alice.id, shared=True)
+    await store.record_hits([hit(1, "open", 50)])
+    [report] = await store.message_reports(alice.id)
+    assert [(r.address, r.shared, r.counts.opens) for r in report.recipients] == [
+        ("bob@example.org", True, 1), ("carol@example.org", True, 1)]
+    assert report.counts.opens == 1  # the message counts the copy once
+    assert await store.message_reports(mallory.id) == []
+    assert await store.message_report(mid, mallory.id) is None
+    assert (await store.message_report(mid, None)).id == mid
+    detail = await store.message_report(mid, alice.id)
+    assert detail.events[0].recipient is None
+
+
+async def test_listing_filters_tracked_and_pages_newest_first(store):
+    alice = await store.add_user("alice@example.com", "h")
+    for n in range(3):
+        await sent_message(store, alice.id, queue_id=f"Q{n}")
+    ids = [m.id for m in await store.message_reports(alice.id)]
+    assert ids == [3, 2, 1]
+    assert [m.id for m in await store.message_reports(alice.id, limit=1, offset=1)] == [2]
+    assert await store.message_reports(alice.id, tracked=False) == []
+    assert len(await store.message_reports(alice.id, tracked=True)) == 3
