@@ -87,6 +87,8 @@ class TrackingConfig:
     max_split: int = 50
     pixel_position: str = "bottom"
     machine_window: float = 10.0
+    # worker processes that rewrite mail, so SMTP intake keeps its core (0: on the event loop)
+    rewrite_processes: int = 1
 
 
 @dataclass(frozen=True)

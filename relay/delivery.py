@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 from relay.dkim import sign as dkim_sign
 from relay.dsn import Failure, build_dsn
 from relay.intake import new_queue_id
-from relay.rewrite import RewritePlan, rewrite_message
+from relay.rewrite import RewritePlan
+from relay.rewrite_pool import RewritePool
 from relay.smtpd import Credentials
 from relay.store import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult, Store
 from relay.upstream import SendOutcome, Upstream
@@ -102,11 +103,12 @@ def enhanced_status(detail: str) -> str:
 class DeliveryWorker:
     def __init__(self, store: Store, upstream: Upstream, settings: DeliverySettings, *,
                  credentials: Credentials | None = None, clock: Callable[[], float] = time.time,
-                 name: str | None = None) -> None:
+                 name: str | None = None, rewriter: RewritePool | None = None) -> None:
         self.store = store
         self.upstream = upstream
         self.s = settings
         self.credentials = credentials or Credentials()
+        self.rewriter = rewriter or RewritePool(0)
         self.clock = clock
         self.name = name or worker_name()
         self._wake = asyncio.Event()
@@ -195,24 +197,22 @@ class DeliveryWorker:
                 return await self._record(m, judge(
                     SendOutcome(False, 451, "4.7.0 waiting for the sender's SMTP login (passthrough)"),
                     m.recipients, received_at=m.received_at, now=self.clock(), s=self.s))
+        copy_ids = [copy_id for copy_id in groups if copy_id is not None]
+        rewritten = dict(zip(copy_ids, await self.rewriter.rewrite_all(
+            m.body, [rewrite_plan(copies[copy_id], self.s) for copy_id in copy_ids])))
+        note = next((r.skipped for r in rewritten.values() if r.skipped), None)
+        if note:
+            log.info("%s: tracking skipped: %s", m.queue_id, note)
+        if rewritten and not m.links_saved:
+            # saved before the mail leaves, so the first click already finds its link
+            first = next(iter(rewritten.values()))
+            await self.store.save_links(m.id, [(link.position, link.url) for link in first.links])
         results: list[RecipientResult] = []
-        note: str | None = None
-        links_saved = m.links_saved
         for copy_id, rcpts in groups.items():
-            data = m.body
-            if copy_id is not None:
-                rewritten = rewrite_message(m.body, rewrite_plan(copies[copy_id], self.s))
-                data = rewritten.data
-                if rewritten.skipped:
-                    note = rewritten.skipped
-                    log.info("%s: tracking skipped: %s", m.queue_id, rewritten.skipped)
-                if not links_saved:
-                    # saved before the mail leaves, so the first click already finds its link
-                    await self.store.save_links(m.id, [(link.position, link.url) for link in rewritten.links])
-                    links_saved = True
-                if self.s.dkim_key and data is not m.body:
-                    data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
-                                     private_key=self.s.dkim_key)
+            data = m.body if copy_id is None else rewritten[copy_id].data
+            if self.s.dkim_key and data is not m.body:
+                data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
+                                 private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,
                                                message_id=m.id, login=login)
             results += judge(outcome, rcpts, received_at=m.received_at, now=self.clock(), s=self.s)
