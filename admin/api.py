@@ -167,13 +167,19 @@ async def list_messages(request: web.Request) -> web.Response:
     return json_response({"messages": [_message(m) for m in reports]})
 
 
-async def get_message(request: web.Request) -> web.Response:
+async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:
+    """The message named by the URL's {id}, if `scope` (a user id, None = all) may see it."""
     raw_id = request.match_info["id"]
     if not raw_id.isdigit() or len(raw_id) > 18:
         raise web.HTTPNotFound()
-    report = await request.config_dict[STORE].message_report(int(raw_id), _scope(request))
+    report = await request.config_dict[STORE].message_report(int(raw_id), scope)
     if report is None:  # unknown and someone else's look the same
         raise web.HTTPNotFound()
+    return report
+
+
+async def get_message(request: web.Request) -> web.Response:
+    report = await report_or_404(request, _scope(request))
     return json_response({**_message(report), "links": [_link(x) for x in report.links],
                           "events": [_event(e) for e in report.events]})
 

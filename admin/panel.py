@@ -21,7 +21,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from admin.api import rfc3339
+from admin.api import report_or_404, rfc3339
 from admin.keys import SETTINGS, STORE
 from admin.sessions import (
     CSRF_FIELD,
@@ -227,13 +227,7 @@ def _scope(request: web.Request) -> int | None:
 
 
 async def _report(request: web.Request) -> MessageReport:
-    raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
-        raise web.HTTPNotFound()
-    report = await request.app[STORE].message_report(int(raw_id), _scope(request))
-    if report is None:  # unknown and someone else's look the same
-        raise web.HTTPNotFound()
-    return report
+    return await report_or_404(request, _scope(request))
 
 
 def _page_url(tracked: bool, page: int) -> str:

@@ -43,6 +43,8 @@ from datetime import datetime, timedelta
 from functools import cache, lru_cache, partial
 from importlib import resources
 
+from relay.netaddr import parse_ip
+
 HUMAN, PROXY, PREFETCH, SCANNER, SELF = "human", "proxy", "prefetch", "scanner", "self"
 CLASSES = (HUMAN, PROXY, PREFETCH, SCANNER, SELF)
 
@@ -371,21 +373,10 @@ def _ip_info(rules: Rules, text: str) -> tuple[str, int]:
     if _IPV4.fullmatch(stripped):  # the usual case, 3x faster than ipaddress's parser
         a, b, c, d = map(int, stripped.split("."))
         return stripped, rules.networks.flags(4, a << 24 | b << 16 | c << 8 | d)
-    address = _address(stripped)
+    address = parse_ip(stripped)
     if address is None:
         return stripped, 0
     return str(address), rules.networks.flags(address.version, int(address))
-
-
-def _address(text: str) -> Address | None:
-    try:
-        address = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-    # a dual-stack socket shows an IPv4 client as ::ffff:a.b.c.d
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _is_sender(raw_ip: str, ip: str, sender_ips: Iterable[str]) -> bool:
@@ -406,7 +397,7 @@ def _canonical_set(ips: frozenset[str]) -> frozenset[str]:
     canonical = set()
     for ip in ips:
         if isinstance(ip, str):
-            address = _address(ip)
+            address = parse_ip(ip)
             canonical.add(ip.strip() if address is None else str(address))
     return frozenset(canonical)
 

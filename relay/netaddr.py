@@ -13,7 +13,7 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
 
 
 @lru_cache(maxsize=65536)  # the same few addresses come back again and again; parsing is the cost
-def _addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         addr = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
@@ -30,7 +30,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
 
     Walking from the right matters: the left entries come from the client and can be forged.
     """
-    peer_addr = _addr(peer)
+    peer_addr = parse_ip(peer)
     if peer_addr is None:
         return peer
     if not trusted or not any(peer_addr in net for net in trusted):
@@ -38,7 +38,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
     hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
     current = peer_addr
     for hop in reversed(hops):
-        addr = _addr(hop)
+        addr = parse_ip(hop)
         if addr is None:  # garbage in the chain: trust nothing left of it
             return str(current)
         current = addr
@@ -50,7 +50,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
 @lru_cache(maxsize=65536)
 def anonymize_ip(ip: str) -> str:
     """IPv4 to its /24, IPv6 to its /48 (the network address); anything else unchanged."""
-    addr = _addr(ip)
+    addr = parse_ip(ip)
     if addr is None:
         return ip
     prefix = 24 if addr.version == 4 else 48
