@@ -13,6 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from email_validator import EmailNotValidError, validate_email
+
 from relay import config as config_mod
 from relay.auth import hash_password, new_api_token, token_hash
 from relay.config import PARTS, Config
@@ -25,7 +27,8 @@ log = logging.getLogger("trackrelay")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("TRACKRELAY_LOG_LEVEL", "INFO"),
+    default_level = "INFO" if args.verb == "serve" else "WARNING"  # admin verbs print only their answer
+    logging.basicConfig(level=os.environ.get("TRACKRELAY_LOG_LEVEL", default_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command at INFO: about 8% of the relay's CPU under load
     logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -146,8 +149,10 @@ async def _need_user(store: Store, email: str):
 
 
 async def _user_add(store: Store, args: Any) -> int:
-    if "@" not in args.email:
-        raise ValueError(f"not an email address: {args.email}")
+    try:
+        validate_email(args.email, check_deliverability=False)
+    except EmailNotValidError as e:
+        raise ValueError(f"not an email address: {args.email} ({e})") from None
     if await store.user_by_email(args.email):
         raise ValueError(f"user exists: {args.email}")
     password = _read_password(args)
