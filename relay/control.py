@@ -164,6 +164,15 @@ def _unfold(value: bytes) -> str:
     return re.sub(r"\r?\n", "", value.decode("latin-1")).strip(" \t")
 
 
+def header_value(raw: bytes, name: str) -> bytes | None:
+    """The first `name` field's value, unfolded, as raw bytes (None if absent)."""
+    name = name.lower()
+    for field_name, _, vstart, end in _fields(raw):
+        if field_name == name:
+            return re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
+    return None
+
+
 def read_controls(raw: bytes) -> MessageControl:
     """The tracking controls the message carries (the message itself is not changed)."""
     values: dict[str, list[str]] = {}

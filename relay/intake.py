@@ -1,19 +1,15 @@
 """No I/O: turn an accepted envelope into the spool record (tracking plan, copies, tokens)."""
 from __future__ import annotations
 
+import email.errors
 import email.header
 import secrets
 from dataclasses import dataclass, replace
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Callable, Sequence
 
-from relay.control import read_controls, strip_controls
+from relay.control import header_value, read_controls, strip_controls
 from relay.policy import PrivacyRules, UserPolicy, decide
 from relay.store import NewCopy, NewMessage, NewRecipient
-
-_header_parser = BytesHeaderParser(policy=compat32)
-
 
 def new_token() -> str:
     """144 random bits, URL-safe; carries no personal data."""
@@ -33,16 +29,23 @@ class TrackingRules:
 
 
 def header_summary(raw: bytes) -> tuple[str, str]:
-    """(Message-ID, Subject decoded for display); robust to broken headers."""
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    msg = _header_parser.parsebytes(head + b"\r\n\r\n")
-    message_id = str(msg.get("Message-ID", "") or "").strip()
-    subject = msg.get("Subject", "") or ""
-    return message_id, display_header(subject)
+    """(Message-ID, Subject decoded for display); robust to broken headers.
+
+    A scan of the raw header block, not an email-package parse: this runs for every mail.
+    """
+    message_id = _text(header_value(raw, "message-id") or b"")
+    return message_id, display_header(_text(header_value(raw, "subject") or b""))
 
 
-def display_header(value: object) -> str:
-    text = str(value)
+def _text(value: bytes) -> str:
+    # raw 8-bit headers (SMTPUTF8) are UTF-8; anything else keeps its bytes as Latin-1
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def display_header(text: str) -> str:
     try:
         parts = email.header.decode_header(text)
         return str(email.header.make_header(parts)).strip()
