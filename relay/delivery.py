@@ -210,7 +210,8 @@ class DeliveryWorker:
         results: list[RecipientResult] = []
         for copy_id, rcpts in groups.items():
             data = m.body if copy_id is None else rewritten[copy_id].data
-            if self.s.dkim_key and data is not m.body:
+            # sign what we changed (the rewrite may come back from a worker as a new object)
+            if self.s.dkim_key and data != m.body:
                 data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
                                  private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,

@@ -22,10 +22,8 @@ class DkimError(TrackrelayError, ValueError):
 
 def sign(data: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:
     """The message with a DKIM-Signature header (rsa-sha256, PEM key) prepended."""
-    header_end = data.find(b"\n\n")
-    crlf_header_end = data.find(b"\r\n\r\n")
-    headers = data[: max(header_end, crlf_header_end) if max(header_end, crlf_header_end) >= 0 else len(data)]
-    linesep = b"\r\n" if b"\r\n" in headers or not headers else b"\n"  # fold the header like the message
+    first_line = data.split(b"\n", 1)[0]
+    linesep = b"\r\n" if first_line.endswith(b"\r") else b"\n"  # fold the new header like the message
     try:
         signature = dkimpy.sign(
             data,

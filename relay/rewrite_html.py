@@ -45,43 +45,49 @@ class Link:
 _WS = "\t\n\f\r "  # HTML's whitespace (str.strip() would also eat NBSP and friends)
 
 # Rest of a tag after its name, by the HTML tokenizer's rules for attribute names and
-# quoting. Possessive quantifiers: a tag without ">" fails fast instead of backtracking.
-_TAG_REST = (
-    r"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+"
-    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]++))?)*+"
-)
+# quoting: a name may start with a stray quote ('width="1""'), and once "=" follows a
+# name a value must follow, so an unclosed quote leaves the tag unterminated, as in a
+# browser. Possessive quantifiers: a tag without ">" fails fast instead of backtracking.
+_VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|(?![\"'])[^\t\n\f\r >]*+)|(?![\t\n\f\r ]*+=))"
+_TAG_REST = r"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+" + _VALUE + r")*+"
 _RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
 _NAME_END = r"(?=[\t\n\f\r />])"
-_WANTED = r"(?i:(?:a|area|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|v:|/body" + _NAME_END + r")"
-# Where a token that needs Python can start: a comment, or a tag in _WANTED. Looking
-# for these starts only, instead of tokenizing every tag, keeps the scan several times
-# faster; _enclosing_tag_end() then tells a "<a" inside another tag's quoted attribute
-# value from a real tag.
-_CANDIDATE = r"<(?:!--|" + _WANTED + r"|(?i:img)(?=[^>]*?{pixel}))"  # only our own pixel's <img>
+# Where a token that needs Python starts: a comment, </body>, or a tag named in
+# _WANTED_START, matched whole (attributes included; "open" if it never ends). Looking
+# for these alone, instead of tokenizing every tag, keeps the scan several times faster;
+# _enclosing_tag() then tells a "<a" inside another tag's quoted attribute value from a
+# real tag. Of the <img> tags only our own pixel's matter.
+_WANTED_START = (
+    r"(?i:a|area|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END
+    + r"|(?i:v):[^\t\n\f\r />]*+|(?i:img)" + _NAME_END + r"(?=[^>]*?{pixel})"
+)
+_CANDIDATE = (
+    r"<(?:!--|/(?i:body)" + _NAME_END
+    + r"|(?P<name>" + _WANTED_START + r")(?:(?P<attrs>" + _TAG_REST + r")>|(?P<open>)))"
+)
 _COMMENT = re.compile(r"<!--(?:-?>|(?P<comment>.*?)(?:(?P<close>--!?>)|\Z))", re.S)  # "<!-->" is an empty one
 # Complete tokens other than candidates: what may follow the last candidate. Where this
 # stops short of the end, the document ends inside an unterminated tag.
 _COMPLETE = re.compile(
     r"(?:[^<]++|<(?![A-Za-z/!?])|<(?:!|\?|/(?![A-Za-z]))[^>]*+>|</?[A-Za-z][^\t\n\f\r />]*+" + _TAG_REST + r">)*+"
 )
+_TAG_START = re.compile(r"</?[A-Za-z]")
+_MARKUP_START = re.compile(r"<[A-Za-z/!?]")
 _TAG = re.compile(r"<(?P<end>/?)(?P<name>[A-Za-z][^\t\n\f\r />]*+)(?P<attrs>" + _TAG_REST + r")>")
 # One attribute: group 1 its name, 2, 3 or 4 its value ("double", 'single', unquoted).
 _ATTR_NAME = r"([^\t\n\f\r />][^\t\n\f\r /=>]*+)"
-_ATTR_VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|([^\t\n\f\r >]++)))?"
+_ATTR_VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"([^\"]*+)\"|'([^']*+)'|(?![\"'])([^\t\n\f\r >]*+)))?"
 _ATTR = re.compile(_ATTR_NAME + _ATTR_VALUE)
 # The first href attribute (same groups), the attributes before it skipped in the engine.
-_OTHER_ATTR = (
-    r"(?!(?i:href)(?:[\t\n\f\r /=>]|\Z))[^\t\n\f\r />][^\t\n\f\r /=>]*+"
-    r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]++))?"
-)
+_OTHER_ATTR = r"(?!(?i:href)(?:[\t\n\f\r /=>]|\Z))[^\t\n\f\r />][^\t\n\f\r /=>]*+" + _VALUE
 _HREF = re.compile(r"(?:[\t\n\f\r /]++|" + _OTHER_ATTR + r")*+" + r"([Hh][Rr][Ee][Ff])" + _ATTR_VALUE)
 # Elements whose content is text, not markup: a "<a href" inside them is no link.
 _RAW_END = {name: re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I) for name in _RAW_TEXT}
-_NOTRACK = re.compile(r"data-notrack", re.I)
-_A_TEXT_END = re.compile(r"</?a[\t\n\f\r />]", re.I)
-_VML_TEXT_END = re.compile(r"</v:", re.I)
+# Spelt without re.I, so that the engine can jump to each "<" (re.I hides the prefix).
+_A_TEXT_END = re.compile(r"</?[aA][\t\n\f\r />]")
+_VML_TEXT_END = re.compile(r"</[vV]:")
 _TAGS = re.compile(r"<[^>]*>?")
-_DOCTYPE = re.compile(r"[\t\n\f\r ]*(?:<\?xml[^>]*>[\t\n\f\r ]*)?(?:<!doctype[^>]*>)?", re.I)
+_DOCTYPE = re.compile(r"(?:[\t\n\f\r ]*<\?xml[^>]*>)?(?:[\t\n\f\r ]*<!doctype[^>]*>)?", re.I)
 _LINK_TEXT_WINDOW = 4096
 
 _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
@@ -94,7 +100,7 @@ _UNQUOTED_UNSAFE = re.compile(r"[\t\n\f\r \"'=<>`]")
 
 @lru_cache(maxsize=64)
 def _candidates(pixel_prefix: str) -> re.Pattern[str]:
-    return re.compile(_CANDIDATE.format(pixel=re.escape(pixel_prefix)))
+    return re.compile(_CANDIDATE.replace("{pixel}", re.escape(pixel_prefix)))
 
 
 def rewrite_html(
@@ -130,7 +136,8 @@ def rewrite_text(
         start = m.start()
         # The words just before a URL (this line and the previous one) are its "link text".
         line_start = text.rfind("\n", 0, start) + 1
-        context = text[text.rfind("\n", 0, max(line_start - 1, 0)) + 1 if line_start else 0 : start]
+        previous_line_start = text.rfind("\n", 0, line_start - 1) + 1 if line_start else 0
+        context = text[previous_line_start:start]
         if not _trackable(url, own, unsubscribe_urls) or _says_unsubscribe(context):
             continue
         position = first_position + len(links)
@@ -147,7 +154,7 @@ def unescape_attribute(value: str) -> str:
     """
     if "&" not in value:
         return value
-    if "&" not in value.replace("&amp;", ""):  # the usual case: query strings
+    if value.count("&") == value.count("&amp;"):  # the usual case: query strings
         return value.replace("&amp;", "&")
     return _CHARREF.sub(_attribute_charref, value)
 
@@ -193,11 +200,24 @@ class _Scan:
         search = _candidates(self.pixel_prefix).search
         while (candidate := search(html, pos, end)) is not None:
             at = candidate.start()
-            enclosing_end = _enclosing_tag_end(html, pos, at, end)
-            if enclosing_end is not None:
-                pos = enclosing_end
+            gt = html.rfind(">", pos, at)
+            # Markup opened since the last ">" may hold the candidate in an attribute value.
+            enclosing = _enclosing_tag(html, gt + 1 if gt >= 0 else pos, at, end) if html.find(
+                "<", gt + 1 if gt >= 0 else pos, at) >= 0 else None
+            if enclosing is not None:
+                if enclosing[1] < 0:  # the rest of the input is inside an unterminated tag
+                    if top:
+                        self.open_end = enclosing[0]
+                    return
+                pos = enclosing[1]
                 continue
-            if html.startswith("<!--", at):
+            if candidate.group("name") is not None:
+                if candidate.group("open") is not None:  # no ">": the rest is in the tag, as in a browser
+                    if top:
+                        self.open_end = at
+                    return
+                m = candidate
+            elif html.startswith("<!--", at):
                 m = _COMMENT.match(html, at, end)
                 pos = m.end()
                 comment = m.group("comment")
@@ -206,17 +226,19 @@ class _Scan:
                 if comment is not None and m.group("close") is None and top:
                     self.open_end = at
                 continue
-            m = _TAG.match(html, at, end)
-            if m is None:  # a tag without ">" runs to the end of the input, as in a browser
+            else:  # </body>
+                m = _TAG.match(html, at, end)
+                if m is None:
+                    if top:
+                        self.open_end = at
+                    return
                 if top:
-                    self.open_end = at
-                return
+                    self.body_close_start = at
+                pos = m.end()
+                continue
             pos = m.end()
             name = m.group("name").lower()
-            if m.group("end"):
-                if top and name == "body":
-                    self.body_close_start = at
-            elif name in _RAW_END:
+            if name in _RAW_END:
                 close = _RAW_END[name].search(html, pos, end)
                 if close is None and top:
                     self.open_end = at
@@ -246,7 +268,7 @@ class _Scan:
 
     def _link(self, m: re.Match[str], name: str, end: int) -> None:
         html = self.html
-        if _NOTRACK.search(html, m.start("attrs"), m.end("attrs")) and self._drop_notrack(m):
+        if "data-notrack" in m.group("attrs").lower() and self._drop_notrack(m):
             return
         if not self.plan.clicks:
             return
@@ -287,18 +309,26 @@ class _Scan:
         return _says_unsubscribe(unescape(text) if "&" in text else text)
 
 
-def _enclosing_tag_end(html: str, pos: int, at: int, end: int) -> int | None:
-    """End of the tag whose attribute values contain `at`, if any ("<img alt='<a href=x>'>").
+def _enclosing_tag(html: str, since: int, at: int, end: int) -> tuple[int, int] | None:
+    """(start, end or -1 if unterminated) of the tag or bogus comment that contains `at`.
 
-    Only the tag opened after the last ">" before `at` is considered: cheap, and right
-    unless a quoted ">" and a quoted "<a" share one attribute value.
+    As in "<img alt='<a href=x>'>". Only markup opened since the last ">" before `at` is
+    considered (the first opened there holds the rest): cheap, and right unless a quoted
+    ">" and a quoted "<a" share one attribute value.
     """
-    gt = html.rfind(">", pos, at)
-    lt = html.rfind("<", gt + 1 if gt >= 0 else pos, at)
-    if lt < 0:
+    opened = _MARKUP_START.search(html, since, at)
+    if opened is None:
         return None
-    tag = _TAG.match(html, lt, end)
-    return tag.end() if tag is not None and tag.end() > at else None
+    lt = opened.start()
+    if _TAG_START.match(html, lt):
+        tag = _TAG.match(html, lt, end)
+        if tag is None:
+            return lt, -1
+        return (lt, tag.end()) if tag.end() > at else None
+    if html.startswith(("<!", "<?", "</"), lt):  # a bogus comment, up to the next ">"
+        close = html.find(">", at, end)
+        return lt, (close + 1 if close >= 0 else -1)
+    return None
 
 
 def _attrs(html: str, m: re.Match[str]) -> dict[str, re.Match[str]]:
@@ -327,12 +357,12 @@ def _replace_value(attr: re.Match[str], url: str) -> tuple[int, int, str]:
 
 
 def _trackable(url: str, own: str, unsubscribe_urls: frozenset[str]) -> bool:
-    scheme = url[:8].lower()
-    if not (scheme.startswith("http://") or scheme == "https://"):
+    lower = url.lower()
+    if not lower.startswith(("http://", "https://")):
         return False  # mailto:, tel:, #anchor, data:, javascript:, cid:, empty, scheme-less
     if url.startswith(own) and url[len(own) : len(own) + 1] in ("", "/", "?", "#"):
         return False  # already ours (a second run, or the sender's own tracked link)
-    if url in unsubscribe_urls or _says_unsubscribe(url) or _is_template(url):
+    if url in unsubscribe_urls or _lower_says_unsubscribe(lower) or _is_template(url):
         return False
     if not url.isascii():
         try:
@@ -346,12 +376,15 @@ def _is_template(url: str) -> bool:
     """A placeholder the sending application forgot to fill: {{x}}, {%x%}, ${x}, *|X|*, <%x%>."""
     if ("{" in url or "}" in url) and ("{{" in url or "}}" in url or "{%" in url or "%}" in url or "${" in url):
         return True
-    return "*|" in url or "|*" in url or "<%" in url or "%>" in url
+    return ("*" in url and ("*|" in url or "|*" in url)) or "<%" in url or "%>" in url
 
 
 def _says_unsubscribe(text: str) -> bool:
     """Unsubscribe / opt out / opt-out / leiratkozás (Hungarian), in any case."""
-    text = text.lower()
+    return _lower_says_unsubscribe(text.lower())
+
+
+def _lower_says_unsubscribe(text: str) -> bool:
     return "unsub" in text or "leiratkoz" in text or ("opt" in text and _OPT_OUT.search(text) is not None)
 
 
