@@ -15,7 +15,9 @@
 # Knobs (environment): N=1000 mails per SMTP run, REPS=3 rounds, CONC=20 sessions,
 #   TRACK_CONC=$CONC, E2E_TIMEOUT=180 (s per SMTP run), RUNS=300 rewrite calls per case,
 #   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=2 (wrk), BASE_PORT=27500 (uses 6 ports from it),
-#   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench.
+#   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench,
+#   SPLIT=1 (the relay as separate processes on one store: serve --only smtp, --only delivery,
+#   and HITS_PROCESSES=2 x --only hits sharing the public port).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -132,7 +134,7 @@ ensure_relay() {
 "$PY" "$BENCH/data/make_newsletter.py" "$WORK/data" >&2
 ENV_JSON=$WORK/env.json
 "$PY" - "$ENV_JSON" "$ROOT" "${PARTS[*]}" \
-  "N=$N REPS=$REPS CONC=$CONC TRACK_CONC=$TRACK_CONC RUNS=$RUNS DUR=$DUR CONNS=$CONNS THREADS=$THREADS HTTP_REPS=$HTTP_REPS REUSE=${REUSE:-0}" <<'PY'
+  "N=$N REPS=$REPS CONC=$CONC TRACK_CONC=$TRACK_CONC RUNS=$RUNS DUR=$DUR CONNS=$CONNS THREADS=$THREADS HTTP_REPS=$HTTP_REPS REUSE=${REUSE:-0} SPLIT=${SPLIT:-0} HITS_PROCESSES=${HITS_PROCESSES:-2}" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, root, parts, knobs = sys.argv[1:]
 def sh(*cmd):

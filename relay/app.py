@@ -146,7 +146,9 @@ class App:
         # cleanups run last-first: connections end, pending look-ups finish, the queue is
         # flushed - all before the store closes
         self._cleanups += [self.recorder.close, self.hits.close, runner.cleanup]
-        self.servers["hits"] = await _listen("http.listen", cfg.http.listen, lambda h, p: listen(runner, h, p))
+        # SO_REUSEPORT: several `serve --only hits` processes may share the public port
+        self.servers["hits"] = await _listen("http.listen", cfg.http.listen,
+                                             lambda h, p: listen(runner, h, p, reuse_port=True))
 
     async def _start_admin(self) -> None:
         register_mail_metrics(self.metrics, self.store,

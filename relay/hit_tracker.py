@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Generic, Hashable, Protocol, TypeVar
@@ -115,7 +115,7 @@ class HitTracker:
         self._targets: TtlCache[str, CopyTarget | None] = TtlCache(settings.target_cache_size, settings.target_ttl)
         self._lookups: dict[Hashable, asyncio.Future] = {}
         self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
-        self._clicks: OrderedDict[int, deque[tuple[float, int]]] = OrderedDict()
+        self._clicks: OrderedDict[int, dict[int, float]] = OrderedDict()  # copy -> position -> last click
         self._waiting: dict[str, list[_Waiting]] = {}  # token -> hits parked until its look-ups end
         self._parked = 0
         self._tasks: set[asyncio.Future] = set()  # one per token in _waiting
@@ -198,12 +198,13 @@ class HitTracker:
         task.add_done_callback(self._tasks.discard)
 
     def _click_history(self, copy_id: int, raw: RawHit) -> tuple[tuple[float, int], ...]:
-        """This copy's recent clicks before this one, then this one added (for bursts)."""
-        recent = self._clicks.pop(copy_id, None) or deque(maxlen=50)
-        while recent and recent[0][0] < raw.at - self.s.history_seconds:
-            recent.popleft()
-        before = tuple(recent)
-        recent.append((raw.at, raw.position if raw.position is not None else -1))
+        """This copy's earlier recent clicks, the latest per link position (a burst is clicks
+        on several links, so one entry per link is all the classifier needs), then this one
+        added."""
+        recent = self._clicks.pop(copy_id, None) or {}
+        cutoff = raw.at - self.s.history_seconds
+        before = tuple((at, pos) for pos, at in recent.items() if at >= cutoff)
+        recent[raw.position if raw.position is not None else -1] = raw.at
         self._clicks[copy_id] = recent
         while len(self._clicks) > self.s.history_copies:
             self._clicks.popitem(last=False)

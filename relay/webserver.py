@@ -16,8 +16,13 @@ async def start_runner(app: web.Application, shutdown_timeout: float = 5.0) -> w
     return runner
 
 
-async def listen(runner: web.AppRunner, host: str, port: int) -> asyncio.base_events.Server:
-    """A listening socket for runner; closing it stops new connections, runner.cleanup() ends the rest."""
+async def listen(runner: web.AppRunner, host: str, port: int, *, reuse_port: bool = False) -> asyncio.base_events.Server:
+    """A listening socket for runner; closing it stops new connections, runner.cleanup() ends the rest.
+
+    reuse_port: several processes may listen on the same port (SO_REUSEPORT); the kernel
+    spreads connections over them.
+    """
     assert runner.server is not None, "start_runner() first"
     loop = asyncio.get_running_loop()
-    return await loop.create_server(runner.server, host, port, backlog=BACKLOG, reuse_address=True)
+    return await loop.create_server(runner.server, host, port, backlog=BACKLOG, reuse_address=True,
+                                    reuse_port=reuse_port)

@@ -10,6 +10,7 @@
 RELAY_CONF=""
 RELAY_DB=""
 RELAY_PID=""
+RELAY_PARTS=()  # with SPLIT=1: the delivery and hits processes beside the SMTP one
 RELAY_LOG=""
 
 relay_cli() { "$VENV_BIN/trackrelay" "$@" -c "$RELAY_CONF"; }
@@ -61,11 +62,24 @@ EOF
 # relay_launch: start `trackrelay serve` on the config written by relay_start (also used
 # to restart it if something outside the bench stopped it)
 relay_launch() {
+  local pid
+  for pid in "${RELAY_PARTS[@]}"; do stop_pid "$pid" 10; forget_pid "$pid"; done  # a restart starts all parts anew
+  RELAY_PARTS=()
   [[ -f $RELAY_LOG ]] && cat "$RELAY_LOG" >>"$RELAY_LOG.old"
   if ! wait_port_free "$RELAY_SMTP" 15; then
     log "relay: something still listens on 127.0.0.1:$RELAY_SMTP"; return 1
   fi
-  RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
+  if [[ ${SPLIT:-0} == 1 ]]; then
+    # the scale-out deployment: one process per part, sharing the SQLite store
+    RELAY_PID=$(start_bg trackrelay-smtp "$RELAY_LOG" "$VENV_BIN/trackrelay" serve --only smtp -c "$RELAY_CONF")
+    RELAY_PARTS=("$(start_bg trackrelay-delivery "$RELAY_LOG.delivery" "$VENV_BIN/trackrelay" serve --only delivery -c "$RELAY_CONF")")
+    local i
+    for ((i = 1; i <= ${HITS_PROCESSES:-2}; i++)); do  # they share the port (SO_REUSEPORT)
+      RELAY_PARTS+=("$(start_bg "trackrelay-hits-$i" "$RELAY_LOG.hits$i" "$VENV_BIN/trackrelay" serve --only hits -c "$RELAY_CONF")")
+    done
+  else
+    RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
+  fi
   # listening, and still alive a moment later (not a port someone else holds)
   if ! wait_port "$RELAY_SMTP" 30 "$RELAY_PID" || ! { sleep 0.5; relay_alive; }; then
     log "relay did not start (smtp 127.0.0.1:$RELAY_SMTP); last log lines:"
@@ -84,6 +98,9 @@ relay_policy() {
 relay_alive() { [[ -n $RELAY_PID ]] && pid_alive "$RELAY_PID"; }
 
 relay_stop() {
+  local pid
+  for pid in "${RELAY_PARTS[@]}"; do stop_pid "$pid" 30; forget_pid "$pid"; done
+  RELAY_PARTS=()
   [[ -n $RELAY_PID ]] || return 0
   stop_pid "$RELAY_PID" 30
   forget_pid "$RELAY_PID"
