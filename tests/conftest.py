@@ -25,9 +25,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if path is None:
         message = f"{name} is not installed (make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(message) if IN_CI else pytest.skip(message)
     return path
 
 

@@ -22,9 +22,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 def require_corpus() -> Path:
     if not CORPUS.is_dir():
         reason = f"corpus not found at {CORPUS} (set TRACKRELAY_CORPUS)"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.fail(reason) if IN_CI else pytest.skip(reason)
     return CORPUS
 
 
