@@ -1,7 +1,7 @@
-"""The admin listener: JSON API, /healthz, /metrics (and, later, the HTML panel).
+"""The admin listener: the HTML panel, the JSON API, /healthz and /metrics.
 
 make_admin_app builds the aiohttp application; each part registers its own routes
-(admin/ops.py, admin/api.py under /api/v1/; a panel module adds its pages the same way).
+(admin/ops.py, admin/api.py under /api/v1/, admin/panel.py for the pages).
 """
 from __future__ import annotations
 
