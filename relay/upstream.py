@@ -81,7 +81,9 @@ class SmtpUpstream:
             try:
                 conn = await self._acquire(login)
             except aiosmtplib.SMTPAuthenticationError as e:
-                return SendOutcome(False, e.code, f"upstream refused our login: {e.message}")
+                # a login problem is the relay's (a rotated password), not the mail's: defer, as
+                # Postfix's smtp_sasl_auth_soft_bounce does, so fixing it delivers the waiting mail
+                return SendOutcome(False, 454, f"4.7.0 upstream refused our login: {e.code} {e.message}")
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
                 return SendOutcome(False, 0, f"cannot reach upstream {self.target.host}:{self.target.port}: {e}")
             outcome, reusable = await _transact(conn, mail_from, rcpt_tos, data)
