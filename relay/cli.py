@@ -266,6 +266,8 @@ trusted_networks = []
 # MAIL FROM must be the user's own address: "address", "domain" or "off"
 sender_check = "address"
 rate_limit_per_minute = 600
+# failed logins per client address in 5 minutes before AUTH is refused for a while
+auth_failures_per_5_minutes = 10
 
 [upstream]
 # smtp://host:port, smtp+starttls://host:port, smtps://host:port, or capture: (keep mail locally)

@@ -45,6 +45,8 @@ class SmtpConfig:
     sender_check: str = "address"
     rate_limit_per_minute: int = 600
     max_recipients: int = 1000
+    # failed AUTH attempts per client address in 5 minutes before AUTH is refused (0: no limit)
+    auth_failures_per_5_minutes: int = 10
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class SmtpPolicy:
     sender_check: str = "address"
     rate_limit_per_minute: int = 600
     max_recipients: int = 1000
+    auth_failures_per_5_minutes: int = 10
     tracking: TrackingRules = field(default_factory=TrackingRules)
 
 
@@ -97,6 +98,30 @@ class RateLimiter:
         return True
 
 
+class FailureLimit:
+    """At most `limit` failed logins per client address in `window` seconds; beyond that
+    AUTH is refused without checking the password, so guessing costs the guesser time,
+    not the relay argon2 CPU."""
+
+    def __init__(self, limit: int, window: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100000) -> None:
+        self.limit, self.window, self.clock, self.max_keys = limit, window, clock, max_keys
+        self._failures: dict[str, list[float]] = {}
+
+    def blocked(self, key: str) -> bool:
+        recent = [t for t in self._failures.get(key, ()) if t > self.clock() - self.window]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        return self.limit > 0 and len(recent) >= self.limit
+
+    def failed(self, key: str) -> None:
+        if len(self._failures) >= self.max_keys:  # a flood of addresses must not grow memory forever
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(key, []).append(self.clock())
+
+
 class Credentials:
     """The last SMTP login of each user, in memory only, for upstream.auth = passthrough."""
 
@@ -119,6 +144,7 @@ class RelayHandler:
         self.credentials = credentials or Credentials()
         self.clock = clock
         self.limiter = RateLimiter(policy.rate_limit_per_minute)
+        self.auth_failures = FailureLimit(policy.auth_failures_per_5_minutes)
         self.accepted = 0
 
     def is_trusted(self, peer: Any) -> bool:
@@ -131,7 +157,12 @@ class RelayHandler:
             return False
         return any(addr in net for net in self.policy.trusted_networks)
 
-    async def login(self, session: Session, login: bytes, password: bytes) -> bool:
+    async def login(self, session: Session, login: bytes, password: bytes) -> str | None:
+        """None when the login is good, else the reply for the client."""
+        ip = _peer_ip(session.peer)
+        if self.auth_failures.blocked(ip):
+            log.warning("AUTH refused for %s: too many failed logins", ip)
+            return "454 4.7.0 Too many failed logins, try again later"
         email = login.decode("utf-8", "replace").strip().lower()
         secret = password.decode("utf-8", "replace")
         user = await self.store.user_by_email(email)
@@ -139,9 +170,10 @@ class RelayHandler:
         if ok and user is not None:
             session.auth_data = user
             self.credentials.remember(user.id, login.decode("utf-8", "replace"), secret)
-            return True
-        log.info("AUTH failed for %r from %s", email, _peer_ip(session.peer))
-        return False
+            return None
+        self.auth_failures.failed(ip)
+        log.info("AUTH failed for %r from %s", email, ip)
+        return "535 5.7.8 Authentication credentials invalid"
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -269,10 +301,11 @@ class RelaySMTP(SMTP):
         if not isinstance(creds, LoginPassword):
             return result
         assert self.session is not None
-        if await self.event_handler.login(self.session, creds.login, creds.password):
+        refusal = await self.event_handler.login(self.session, creds.login, creds.password)
+        if refusal is None:
             return AuthResult(success=True, auth_data=self.session.auth_data,
                               message="235 2.7.0 Authentication successful")
-        return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+        return AuthResult(success=False, handled=False, message=refusal)
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():

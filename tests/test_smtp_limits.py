@@ -241,3 +241,25 @@ async def test_an_unclosed_sender_address_is_refused_even_without_sender_check(s
         assert code in (501, 553), (code, text)
     finally:
         await raw.close()
+
+
+async def test_password_guessing_is_cut_off_per_client_address(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path, smtp_auth_failures_per_5_minutes="3")
+
+    async def plain_login(password: str) -> int:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=app.port("smtp"), start_tls=False)
+        await client.connect()
+        await client.ehlo()
+        try:
+            await client.auth_plain("alice@example.com", password)
+            return 235
+        except aiosmtplib.SMTPAuthenticationError as e:
+            assert "Too many" in e.message or e.code == 535, e
+            return e.code
+        finally:
+            await client.quit()
+
+    assert [await plain_login("a guess") for _ in range(3)] == [535, 535, 535]
+    # now even the right password is refused from this address, without an argon2 check
+    assert await plain_login(PASSWORD) == 454
+    assert sink.messages == []
