@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import smtplib
 import ssl
 import subprocess
@@ -310,3 +311,13 @@ def test_line_ending_shortcut_matches_aiosmtplib():
 
     for m in (b"a\r\nb\r\n", b"a\nb\r\n", b"a\rb\r\n", b"\r\n\r\n", b"x", b"", b"a\r\n\r", b"\n\r\n"):
         assert _normalize_if_needed(m) == _normalize_line_endings(m), m
+
+
+async def test_a_huge_mail_is_relayed_intact(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path)
+    line = b"".join(bytes([65 + i % 26]) for i in range(76)) + b"\r\n"
+    huge = simple_mail() + line * (20 * 1024 * 1024 // len(line))  # about 20 MB
+    await send(app.port("smtp"), huge)
+    [got] = await sink.wait_for(1, timeout=60)
+    assert hashlib.sha256(got.data).hexdigest() == hashlib.sha256(huge).hexdigest()
+    await wait_status(app, 1, "sent")
