@@ -96,9 +96,11 @@ async def test_release_returns_claims(store):
     assert len(await store.claim("w2", time.time(), 10, 600)) == 1
 
 
-async def test_privacy_rules_only_for_the_asked_addresses(store):
+async def test_sending_context_has_privacy_rules_only_for_the_asked_addresses(store):
     await store._runner.write(lambda c: c.executemany(
         "INSERT INTO do_not_track (entry, created_at) VALUES (?, 0)", [("bob@example.org",), ("@secret.example",)]))
     await store._runner.write(lambda c: c.execute("INSERT INTO consent (address, created_at) VALUES ('x@y.z', 0)"))
-    rules = await store.privacy_rules(["Bob@Example.org", "eve@secret.example", "x@y.z", "z@z.z"])
+    user = await store.add_user("alice@example.com", "h")
+    policy, rules = await store.sending_context(user.id, ["Bob@Example.org", "eve@secret.example", "x@y.z", "z@z.z"])
+    assert policy is None
     assert rules.do_not_track == {"bob@example.org", "@secret.example"} and rules.consented == {"x@y.z"}

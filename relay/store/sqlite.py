@@ -83,11 +83,6 @@ class SqliteStore(ReportsMixin):
             lambda c: _user(c.execute("SELECT * FROM users WHERE email = ?", (email.lower(),)).fetchone())
         )
 
-    async def user_by_id(self, user_id: int) -> User | None:
-        return await self._runner.read(
-            lambda c: _user(c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
-        )
-
     async def users(self) -> list[User]:
         return await self._runner.read(
             lambda c: [_user(r) for r in c.execute("SELECT * FROM users ORDER BY email")]
@@ -126,9 +121,6 @@ class SqliteStore(ReportsMixin):
 
     async def set_policy(self, user_id: int, policy: UserPolicy) -> None:
         await self._runner.write(lambda c: _put_policy(c, user_id, policy))
-
-    async def privacy_rules(self, addresses: Sequence[str]) -> PrivacyRules:
-        return await self._runner.read(lambda c: _privacy_rules(c, addresses))
 
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail, in one read: the user's policy and the privacy rules."""
@@ -170,14 +162,6 @@ class SqliteStore(ReportsMixin):
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
         return await self._runner.write(lambda c: _claim(c, worker, now, limit, lease))
-
-    async def next_due(self) -> float | None:
-        return await self._runner.read(
-            lambda c: c.execute(
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM messages "
-                "WHERE status IN ('queued', 'deferred')"
-            ).fetchone()[0]
-        )
 
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
         def job(c: sqlite3.Connection) -> None:
