@@ -19,7 +19,7 @@ from relay import config as config_mod
 from relay.auth import hash_password, new_api_token, token_hash
 from relay.config import PARTS, Config
 from relay.errors import ConfigError, TrackrelayError
-from relay.policy import UserPolicy, parse_policy_updates
+from relay.policy import UserPolicy, parse_policy_updates, privacy_entry
 from relay.store import Store, open_store
 
 log = logging.getLogger("trackrelay")
@@ -209,15 +209,6 @@ async def _policy_set(store: Store, args: Any) -> int:
     policy = parse_policy_updates(await store.policy(user.id) or UserPolicy(), pairs)
     await store.set_policy(user.id, policy)
     return await _policy_show(store, args)
-
-
-def privacy_entry(kind: str, entry: str) -> str:
-    """A do-not-track entry is an address or @domain; a consent entry an address."""
-    entry = entry.strip().lower()
-    local, at, domain = entry.rpartition("@")
-    if not at or not domain or "." not in domain or " " in entry or (kind == "consent" and not local):
-        raise ValueError(f"not an {'address' if kind == 'consent' else 'address or @domain'}: {entry!r}")
-    return entry
 
 
 async def _privacy_edit(store: Store, args: Any) -> int:

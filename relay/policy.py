@@ -196,3 +196,18 @@ def parse_policy_updates(current: UserPolicy, pairs: Mapping[str, str]) -> UserP
             changes.get("mode", current.mode) != current.mode or changes.get("sticky") is False):
         changes["sticky_choice"] = None
     return dataclasses.replace(current, **changes)
+
+
+PRIVACY_LISTS = ("dnt", "consent")
+
+
+def privacy_entry(kind: str, entry: str) -> str:
+    """A do-not-track entry is an address or @domain; a consent entry an address. Raises
+    ValueError with a clear message; returns the entry as stored (lower-case)."""
+    if kind not in PRIVACY_LISTS:
+        raise ValueError(f"unknown privacy list {kind!r}: expected dnt or consent")
+    entry = entry.strip().lower()
+    local, at, domain = entry.rpartition("@")
+    if not at or not domain or "." not in domain or " " in entry or (kind == "consent" and not local):
+        raise ValueError(f"not an {'address' if kind == 'consent' else 'address or @domain'}: {entry!r}")
+    return entry

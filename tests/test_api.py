@@ -29,6 +29,9 @@ from hits_helpers import (
     wait_until,
 )
 from relay.auth import new_api_token, token_hash
+from test_smtp_relay import relay_to
+from test_smtp_relay import send as smtp_send
+from test_tracking_e2e import TOKEN, html_mail
 
 READER = "203.0.113.77"
 MESSAGE_KEYS = {"id", "message_id", "subject", "sent_at", "delivered_at", "status", "tracked", "opens",
@@ -341,3 +344,40 @@ async def test_unknown_api_paths_and_methods_answer_json(sink, start_app, tmp_pa
         assert status == 404 and body == {"error": "not found"}
         status, body, resp = await api(s, app, "/api/v1/messages", token, method="DELETE")
         assert status == 405 and body["error"] and "GET" in resp.headers["Allow"]
+
+
+async def test_privacy_lists_for_admins_apply_to_the_next_mail(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path)
+    admin = await add_user(app, "root@example.com", admin=True)
+    user = await app.store.user_by_email("alice@example.com")
+    tokens = {}
+    for who in (admin, user):
+        tokens[who.id] = new_api_token()
+        await app.store.add_api_token(who.id, token_hash(tokens[who.id]))
+    base = f"http://127.0.0.1:{app.port('admin')}/api/v1/privacy"
+
+    def auth(who) -> dict:
+        return {"Authorization": f"Bearer {tokens[who.id]}"}
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/dnt", headers=auth(user)) as resp:
+            assert resp.status == 403
+        async with http.post(f"{base}/dnt", json={"entry": "Bob@Example.org"}, headers=auth(admin)) as resp:
+            assert resp.status == 201 and (await resp.json()) == {"entry": "bob@example.org", "added": True}
+        async with http.post(f"{base}/dnt", json={"entry": "not an address"}, headers=auth(admin)) as resp:
+            assert resp.status == 400 and "not an address" in (await resp.json())["error"]
+        async with http.post(f"{base}/consent", data=b"{", headers=auth(admin)) as resp:
+            assert resp.status == 400
+        async with http.get(f"{base}/dnt", headers=auth(admin)) as resp:
+            assert (await resp.json()) == {"entries": ["bob@example.org"]}
+        # the relay reads the list per mail: bob's copy goes out untracked, carol's tracked
+        await smtp_send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"),
+                        rcpts=["bob@example.org", "carol@example.net"])
+        got = {m.rcpt_tos[0]: m.data for m in await sink.wait_for(2)}
+        assert not TOKEN.search(got["bob@example.org"]) and TOKEN.search(got["carol@example.net"])
+        async with http.delete(f"{base}/dnt/bob@example.org", headers=auth(admin)) as resp:
+            assert resp.status == 204
+        async with http.delete(f"{base}/dnt/bob@example.org", headers=auth(admin)) as resp:
+            assert resp.status == 404
+        async with http.get(f"{base}/other", headers=auth(admin)) as resp:
+            assert resp.status == 404
