@@ -10,6 +10,7 @@ import functools
 import inspect
 import ipaddress
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from relay.store import Store, User
 
 log = logging.getLogger(__name__)
 END_OF_DATA = b"\r\n.\r\n"
+# a path with a dot-atom local part and a plain domain: what the full parser returns unchanged
+_SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                          r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.S)
 CHUNK = 1 << 16
 
 
@@ -331,6 +335,10 @@ class RelaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # the common "<local@domain> PARAMS" needs no RFC 5322 parser (10% of the CPU per mail)
+        simple = _SIMPLE_PATH.match(arg)
+        if simple and not simple.group(2).lstrip(" \t").startswith("("):  # comments: the full parser
+            return simple.group(1), simple.group(2).lstrip(" \t")
         # aiosmtpd accepts "<bad" (no closing bracket) and raises IndexError on "<alice@";
         # both are malformed paths: (None, None) makes it answer 553 5.1.3
         if arg.lstrip().startswith("<") and ">" not in arg:

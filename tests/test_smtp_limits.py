@@ -9,8 +9,12 @@ import re
 
 import aiosmtplib
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import PASSWORD, add_user, make_config
+from relay.smtpd import RelayHandler, RelaySMTP, SmtpPolicy
 from test_smtp_relay import relay_to, send, simple_mail
 
 ALICE = "alice@example.com"
@@ -263,3 +267,26 @@ async def test_password_guessing_is_cut_off_per_client_address(sink, start_app, 
     # now even the right password is refused from this address, without an argon2 check
     assert await plain_login(PASSWORD) == 454
     assert sink.messages == []
+
+
+_ATOM = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
+_LABEL = st.text("abcXYZ019-", min_size=1, max_size=6)
+_REST = st.sampled_from(["", " ", " SIZE=10", "\tBODY=8BITMIME", "  SMTPUTF8 ", " (c) SIZE=1", "(x)"])
+
+
+@given(local=st.lists(_ATOM, min_size=1, max_size=3), domain=st.lists(_LABEL, min_size=1, max_size=3),
+       lead=st.sampled_from(["", " "]), rest=_REST)
+@settings(max_examples=300, deadline=None)
+def test_the_address_fast_path_agrees_with_aiosmtpd(local, domain, lead, rest):
+    arg = f"{lead}<{'.'.join(local)}@{'.'.join(domain)}>{rest}"
+    loop = asyncio.new_event_loop()
+    try:
+        handler = RelayHandler(None, SmtpPolicy(hostname="x", max_message_size=1000, max_line_length=8192))
+        ours = RelaySMTP(handler, max_line_length=8192, hostname="x", loop=loop)._getaddr(arg)
+        try:
+            theirs = SMTP(handler, loop=loop)._getaddr(arg)
+        except (IndexError, ValueError):
+            theirs = (None, None)
+    finally:
+        loop.close()
+    assert ours == theirs
