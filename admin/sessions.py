@@ -15,13 +15,14 @@ import hmac
 import re
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Literal
 
 from aiohttp import web
 
 from admin.keys import SETTINGS, STORE
+from relay.limits import RateLimiter
 from relay.netaddr import client_ip
 from relay.store import User
 
@@ -96,40 +97,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-class RateLimiter:
-    """At most `limit` events per key in a sliding `window`; memory bounded by `max_keys`
-    (the least recently used keys are forgotten first). Per process: it blunts brute force,
-    it is not an account lockout."""
-
-    def __init__(self, limit: int = LOGIN_ATTEMPTS, window: float = LOGIN_WINDOW, *, max_keys: int = 10000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def allow(self, *keys: str) -> bool:
-        """Count one attempt against every key; False when any of them is over the limit."""
-        now = self.clock()
-        allowed = True
-        for key in keys:
-            hits = self._hits.setdefault(key, deque())
-            self._hits.move_to_end(key)
-            while hits and now - hits[0] >= self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                allowed = False
-            else:
-                hits.append(now)
-        while len(self._hits) > self.max_keys:
-            self._hits.popitem(last=False)
-        return allowed
-
-
 # per-process panel state
 
 @dataclass
 class PanelState:
     clock: Callable[[], float] = time.time
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(LOGIN_ATTEMPTS, LOGIN_WINDOW))
     noted: OrderedDict[tuple[int, str], float] = field(default_factory=OrderedDict)
 
     def should_note_ip(self, user_id: int, ip: str, now: float, *, max_keys: int = 10000) -> bool:

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
 from relay.intake import TrackingRules, build_message, new_queue_id
+from relay.limits import RateLimiter
 from relay.store import Store, User
 
 log = logging.getLogger(__name__)
@@ -81,51 +82,6 @@ class SmtpPolicy:
     tracking: TrackingRules = field(default_factory=TrackingRules)
 
 
-class RateLimiter:
-    """Per-user token bucket: a burst of `per_minute`, refilled continuously."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._buckets: dict[int, tuple[float, float]] = {}
-
-    def allow(self, key: int) -> bool:
-        if self.per_minute <= 0:
-            return True
-        now = self.clock()
-        tokens, last = self._buckets.get(key, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60.0)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        return True
-
-
-class FailureLimit:
-    """At most `limit` failed logins per client address in `window` seconds; beyond that
-    AUTH is refused without checking the password, so guessing costs the guesser time,
-    not the relay argon2 CPU."""
-
-    def __init__(self, limit: int, window: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 100000) -> None:
-        self.limit, self.window, self.clock, self.max_keys = limit, window, clock, max_keys
-        self._failures: dict[str, list[float]] = {}
-
-    def blocked(self, key: str) -> bool:
-        recent = [t for t in self._failures.get(key, ()) if t > self.clock() - self.window]
-        if recent:
-            self._failures[key] = recent
-        else:
-            self._failures.pop(key, None)
-        return self.limit > 0 and len(recent) >= self.limit
-
-    def failed(self, key: str) -> None:
-        if len(self._failures) >= self.max_keys:  # a flood of addresses must not grow memory forever
-            self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(key, []).append(self.clock())
-
-
 class Credentials:
     """The last SMTP login of each user, in memory only, for upstream.auth = passthrough."""
 
@@ -147,8 +103,9 @@ class RelayHandler:
         self.on_spooled = on_spooled
         self.credentials = credentials or Credentials()
         self.clock = clock
-        self.limiter = RateLimiter(policy.rate_limit_per_minute)
-        self.auth_failures = FailureLimit(policy.auth_failures_per_5_minutes)
+        self.sending = RateLimiter(policy.rate_limit_per_minute, 60.0)
+        # guessing passwords costs the guesser time, not the relay argon2 CPU
+        self.auth_failures = RateLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
         self.accepted = 0
 
     def is_trusted(self, peer: Any) -> bool:
@@ -175,7 +132,7 @@ class RelayHandler:
             session.auth_data = user
             self.credentials.remember(user.id, login.decode("utf-8", "replace"), secret)
             return None
-        self.auth_failures.failed(ip)
+        self.auth_failures.add(ip)
         log.info("AUTH failed for %r from %s", email, ip)
         return "535 5.7.8 Authentication credentials invalid"
 
@@ -197,7 +154,7 @@ class RelayHandler:
                 return "550 5.7.1 Sender address is not a known user of this relay"
         elif not _sender_allowed(self.policy.sender_check, user.email, address):
             return f"553 5.7.1 Sender address rejected: not owned by {user.email}"
-        if not self.limiter.allow(user.id):
+        if not self.sending.allow(user.id):
             return "451 4.7.0 Rate limit exceeded, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)

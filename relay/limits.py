@@ -1,0 +1,47 @@
+"""A sliding-window rate limiter, in memory and per process.
+
+Used for a user's sending rate, failed SMTP logins per client address, and panel login
+attempts. It blunts abuse; it is not an account lockout.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from typing import Callable, Hashable
+
+
+class RateLimiter:
+    """At most `limit` events per key in a sliding `window` of seconds (limit 0: no limit).
+    Memory is bounded by `max_keys`: the least recently used keys are forgotten first."""
+
+    def __init__(self, limit: int, window: float, *, max_keys: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
+        self._hits: OrderedDict[Hashable, deque[float]] = OrderedDict()
+
+    def blocked(self, key: Hashable) -> bool:
+        """Whether `key` is at its limit now (counts nothing)."""
+        return self.limit > 0 and len(self._recent(key, self.clock())) >= self.limit
+
+    def add(self, key: Hashable) -> None:
+        """Count one event against `key`."""
+        self._recent(key, self.clock()).append(self.clock())
+        while len(self._hits) > self.max_keys:
+            self._hits.popitem(last=False)
+
+    def allow(self, *keys: Hashable) -> bool:
+        """Count one attempt against every key that has room; False when any is at its limit."""
+        allowed = True
+        for key in keys:
+            if self.blocked(key):
+                allowed = False
+            else:
+                self.add(key)
+        return allowed
+
+    def _recent(self, key: Hashable, now: float) -> deque[float]:
+        events = self._hits.setdefault(key, deque())
+        self._hits.move_to_end(key)
+        while events and now - events[0] >= self.window:
+            events.popleft()
+        return events
