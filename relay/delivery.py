@@ -176,30 +176,25 @@ class DeliveryWorker:
             log.exception("delivery of %s failed unexpectedly", m.queue_id)
             outcome = SendOutcome(False, 451, "4.3.0 internal error in the relay")
             try:
-                await self._record(m, judge(outcome, m.recipients, received_at=m.received_at,
-                                            now=self.clock(), s=self.s))
+                await self._record(m, self._judge(m, outcome, m.recipients))
             except Exception:  # the store is down too: the claim lapses and the mail is retried
                 log.exception("could not defer %s", m.queue_id)
 
     async def deliver(self, m: ClaimedMessage) -> str:
-        groups: dict[int | None, list[PendingRecipient]] = defaultdict(list)
-        copies: dict[int, CopyRef] = {}
+        # one upstream transaction per copy; untracked recipients (copy None) share the original
+        groups: dict[CopyRef | None, list[PendingRecipient]] = defaultdict(list)
         for r in m.recipients:
-            key = r.copy.id if r.copy else None
-            groups[key].append(r)
-            if r.copy:
-                copies[r.copy.id] = r.copy
+            groups[r.copy].append(r)
         login = None
         if self.s.passthrough:
             login = self.credentials.get(m.user_id)
             if login is None:
                 # the user's password lives in memory only: wait for their next login
-                return await self._record(m, judge(
-                    SendOutcome(False, 451, "4.7.0 waiting for the sender's SMTP login (passthrough)"),
-                    m.recipients, received_at=m.received_at, now=self.clock(), s=self.s))
-        copy_ids = [copy_id for copy_id in groups if copy_id is not None]
-        rewritten = dict(zip(copy_ids, await self.rewriter.rewrite_all(
-            m.body, [rewrite_plan(copies[copy_id], self.s) for copy_id in copy_ids])))
+                return await self._record(m, self._judge(
+                    m, SendOutcome(False, 451, "4.7.0 waiting for the sender's SMTP login (passthrough)"), m.recipients))
+        copies = [copy for copy in groups if copy is not None]
+        rewritten = dict(zip(copies, await self.rewriter.rewrite_all(
+            m.body, [rewrite_plan(copy, self.s) for copy in copies])))
         note = next((r.skipped for r in rewritten.values() if r.skipped), None)
         if note:
             log.info("%s: tracking skipped: %s", m.queue_id, note)
@@ -208,16 +203,20 @@ class DeliveryWorker:
             first = next(iter(rewritten.values()))
             await self.store.save_links(m.id, [(link.position, link.url) for link in first.links])
         results: list[RecipientResult] = []
-        for copy_id, rcpts in groups.items():
-            data = m.body if copy_id is None else rewritten[copy_id].data
+        for copy, rcpts in groups.items():
+            data = m.body if copy is None else rewritten[copy].data
             # sign what we changed (the rewrite may come back from a worker as a new object)
             if self.s.dkim_key and data != m.body:
                 data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
                                  private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,
                                                message_id=m.id, login=login)
-            results += judge(outcome, rcpts, received_at=m.received_at, now=self.clock(), s=self.s)
+            results += self._judge(m, outcome, rcpts)
         return await self._record(m, results, note)
+
+    def _judge(self, m: ClaimedMessage, outcome: SendOutcome,
+               rcpts: Sequence[PendingRecipient]) -> list[RecipientResult]:
+        return judge(outcome, rcpts, received_at=m.received_at, now=self.clock(), s=self.s)
 
     async def _record(self, m: ClaimedMessage, results: list[RecipientResult], note: str | None = None) -> str:
         now = self.clock()
