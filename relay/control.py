@@ -164,13 +164,14 @@ def _unfold(value: bytes) -> str:
     return re.sub(r"\r?\n", "", value.decode("latin-1")).strip(" \t")
 
 
-def header_value(raw: bytes, name: str) -> bytes | None:
-    """The first `name` field's value, unfolded, as raw bytes (None if absent)."""
-    name = name.lower()
+def header_values(raw: bytes, *names: str) -> dict[str, bytes]:
+    """The first value of each named field (lower-case names), unfolded, as raw bytes; one
+    scan of the header block for all of them. Absent fields are missing from the result."""
+    wanted, found = {n.lower() for n in names}, {}
     for field_name, _, vstart, end in _fields(raw):
-        if field_name == name:
-            return re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
-    return None
+        if field_name in wanted and field_name not in found:
+            found[field_name] = re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
+    return found
 
 
 def read_controls(raw: bytes) -> MessageControl:

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from relay.control import header_value, read_controls, strip_controls
+from relay.control import header_values, read_controls, strip_controls
 from relay.policy import PrivacyRules, UserPolicy, decide
 from relay.store import NewCopy, NewMessage, NewRecipient
 
@@ -33,8 +33,8 @@ def header_summary(raw: bytes) -> tuple[str, str]:
 
     A scan of the raw header block, not an email-package parse: this runs for every mail.
     """
-    message_id = _text(header_value(raw, "message-id") or b"")
-    return message_id, display_header(_text(header_value(raw, "subject") or b""))
+    values = header_values(raw, "message-id", "subject")
+    return _text(values.get("message-id", b"")), display_header(_text(values.get("subject", b"")))
 
 
 def _text(value: bytes) -> str:
@@ -78,7 +78,7 @@ def build_message(
         privacy=replace(privacy, consent_required=rules.consent_required),
         internal_domains=rules.internal_domains or None,
     )
-    tracked = [r for r in plan.recipients if r.opens or r.clicks or r.text_links]
+    tracked = [r for r in plan.recipients if r.tracked]
     copies: list[NewCopy] = []
     index: dict[str, int] = {}
     if len(tracked) > rules.max_split:
