@@ -36,8 +36,24 @@ class Received:
     data: bytes
 
 
+class Arrivals:
+    """For recording handlers with `messages` and an `arrived` event: wait for n messages."""
+
+    messages: list
+    arrived: asyncio.Event
+
+    async def wait_for(self, count: int, timeout: float = 15.0) -> list:
+        async def enough() -> None:
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.messages
+
+
 @dataclass
-class Sink:
+class Sink(Arrivals):
     """Upstream stand-in: records what it receives; `replies` scripts answers to DATA."""
 
     messages: list[Received] = field(default_factory=list)
@@ -61,15 +77,6 @@ class Sink:
         self.messages.append(Received(sender, list(envelope.rcpt_tos), envelope.original_content))
         self.arrived.set()
         return "250 2.0.0 Ok: queued"
-
-    async def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
-        async def enough() -> None:
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-        await asyncio.wait_for(enough(), timeout)
-        return self.messages
 
 
 class SinkSMTP(SMTP):

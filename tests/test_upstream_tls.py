@@ -12,7 +12,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from conftest import add_user, make_config
+from conftest import Arrivals, add_user, make_config
 from test_smtp_relay import send, simple_mail, wait_status
 
 UPSTREAM_USER = "relay-bot@upstream.test"
@@ -29,7 +29,7 @@ class Got:
 
 
 @dataclass
-class Upstream:
+class Upstream(Arrivals):
     """An aiosmtpd upstream that counts TCP connections, EHLOs and AUTHs, and can require AUTH."""
 
     require_auth: bool = False
@@ -69,15 +69,6 @@ class Upstream:
         self.logins.append(auth_data.login)
         ok = auth_data.login == UPSTREAM_USER.encode() and auth_data.password == UPSTREAM_PASSWORD.encode()
         return AuthResult(success=ok, handled=False, auth_data=auth_data)  # handled=False: aiosmtpd sends the 535
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Got]:
-        async def enough() -> None:
-            while len(self.messages) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-        await asyncio.wait_for(enough(), timeout)
-        return self.messages
 
 
 @pytest.fixture(scope="module")
