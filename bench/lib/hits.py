@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from still import wait_until_still
+
 SETTLE_QUIET = 2.0  # seconds without a new event row = the writer has caught up
 SETTLE_LIMIT = 30.0
 
@@ -45,16 +47,7 @@ def events(db: str) -> int:
 
 def settle(db: str) -> tuple[int, float]:
     """Poll until the events count stops moving; (count, seconds waited)."""
-    t0 = time.monotonic()
-    last, since = events(db), time.monotonic()
-    while time.monotonic() - t0 < SETTLE_LIMIT:
-        time.sleep(0.2)
-        n = events(db)
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_QUIET:
-            break
-    return last, round(time.monotonic() - t0, 1)
+    return wait_until_still(lambda: events(db), quiet=SETTLE_QUIET, limit=SETTLE_LIMIT, poll=0.2)
 
 
 def loopback(url: str) -> None:

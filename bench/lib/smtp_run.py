@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from still import wait_until_still
+
 SMTP_SOURCE = os.environ.get("SMTP_SOURCE", "/usr/sbin/smtp-source")
 MESG = re.compile(rb"mesg=(\d+)")
 STALL = 20.0
@@ -49,16 +51,7 @@ def sink_count(log: Path) -> int:
 
 def wait_stable(log: Path, quiet: float, limit: float) -> int:
     """Wait until the sink count has not moved for `quiet` seconds (at most `limit`)."""
-    deadline = time.monotonic() + limit
-    last, since = sink_count(log), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now_count = sink_count(log)
-        if now_count != last:
-            last, since = now_count, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return last
+    return wait_until_still(lambda: sink_count(log), quiet=quiet, limit=limit, poll=0.05)[0]
 
 
 def source_cmd(a: argparse.Namespace, n: int, conc: int) -> list[str]:
