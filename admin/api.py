@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from admin.keys import SETTINGS, STORE, USER, request_user
+from admin.keys import SETTINGS, STORE, USER, mail_scope, request_user
 from relay.auth import token_hash
 from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy, parse_policy_updates
@@ -92,8 +92,7 @@ def rfc3339(ts: float | None) -> str | None:
 
 def _scope(request: web.Request) -> int | None:
     """The user whose mail this request may see; None = everyone's."""
-    user = request_user(request)
-    return None if user.is_admin and request.config_dict[SETTINGS].admins_see_all else user.id
+    return mail_scope(request_user(request), request.config_dict[SETTINGS])
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -27,3 +27,9 @@ USER = web.RequestKey("user", User)
 
 def request_user(request: web.Request) -> User:
     return request[USER]
+
+
+def mail_scope(user: User, settings: AdminSettings) -> int | None:
+    """Whose mail `user` may see: their own (their id), or everyone's (None) for admins when
+    admin.admins_see_all is on. One rule for the API and the panel."""
+    return None if user.is_admin and settings.admins_see_all else user.id

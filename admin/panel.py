@@ -22,7 +22,7 @@ import jinja2
 from aiohttp import web
 
 from admin.api import report_or_404, rfc3339
-from admin.keys import SETTINGS, STORE
+from admin.keys import SETTINGS, STORE, mail_scope
 from admin.sessions import (
     CSRF_FIELD,
     IDLE_TIMEOUT,
@@ -221,9 +221,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # messages
 
 def _scope(request: web.Request) -> int | None:
-    """Same rule as the API: your own mail; everyone's only for admins with admins_see_all."""
-    user = request[PANEL_USER]
-    return None if user.is_admin and request.config_dict[SETTINGS].admins_see_all else user.id
+    return mail_scope(request[PANEL_USER], request.config_dict[SETTINGS])
 
 
 async def _report(request: web.Request) -> MessageReport:
