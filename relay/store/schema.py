@@ -136,4 +136,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX panel_sessions_user ON panel_sessions(user_id);
     """,
+    # 3: the claim query reads only mail still waiting. Indexing every message by its
+    # next attempt made each claim walk past all mail ever sent (13,000 rows after one
+    # benchmark), so delivery slowed down as the history grew.
+    """
+    DROP INDEX messages_due;
+    CREATE INDEX messages_pending ON messages(next_attempt_at) WHERE status IN ('queued', 'deferred');
+    """,
 ]
