@@ -16,7 +16,7 @@ from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.errors import StartupError
 from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.hit_tracker import HitTracker, TrackerSettings
-from relay.http_hits import make_hits_app
+from relay.http_hits import make_hits_server
 from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
@@ -143,7 +143,7 @@ class App:
         self.recorder.start()
         self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
-        runner = await start_runner(make_hits_app(self.hits, parse_networks(cfg.http.trusted_proxies)))
+        runner = await start_runner(make_hits_server(self.hits, parse_networks(cfg.http.trusted_proxies)))
         # cleanups run last-first: connections end, pending look-ups finish, the queue is
         # flushed - all before the store closes
         self._cleanups += [self.recorder.close, self.hits.close, runner.cleanup]
