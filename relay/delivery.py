@@ -70,6 +70,7 @@ def rewrite_plan(copy: CopyRef, s: DeliverySettings) -> RewritePlan:
         own_prefix=base,
         pixel_position=s.pixel_position,
         allow_dkim_signed=s.dkim_resign and bool(s.dkim_key),
+        token=copy.token,
     )
 
 
@@ -202,8 +203,8 @@ class DeliveryWorker:
             # saved before the mail leaves, so the first click already finds its link
             first = next(iter(rewritten.values()))
             await self.store.save_links(m.id, [(link.position, link.url) for link in first.links])
-        results: list[RecipientResult] = []
-        for copy, rcpts in groups.items():
+
+        async def send(copy: CopyRef | None, rcpts: list[PendingRecipient]) -> list[RecipientResult]:
             data = m.body if copy is None else rewritten[copy].data
             # sign what we changed (the rewrite may come back from a worker as a new object)
             if self.s.dkim_key and data != m.body:
@@ -211,8 +212,11 @@ class DeliveryWorker:
                                  private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,
                                                message_id=m.id, login=login)
-            results += self._judge(m, outcome, rcpts)
-        return await self._record(m, results, note)
+            return self._judge(m, outcome, rcpts)
+
+        # the copies are independent transactions: sent side by side over pooled connections
+        sent = await asyncio.gather(*(send(copy, rcpts) for copy, rcpts in groups.items()))
+        return await self._record(m, [result for results in sent for result in results], note)
 
     def _judge(self, m: ClaimedMessage, outcome: SendOutcome,
                rcpts: Sequence[PendingRecipient]) -> list[RecipientResult]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from email.message import Message
 from email.policy import compat32
 
 from relay.rewrite_html import Link, RewritePlan, rewrite_html, rewrite_text
 
-__all__ = ["Link", "RewritePlan", "RewriteResult", "rewrite_html", "rewrite_message"]
+__all__ = ["Link", "RewritePlan", "RewriteResult", "rewrite_copies", "rewrite_html", "rewrite_message"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ _HARD_LF = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")  # "=" before a line break makes
 _ANGLE_URL = re.compile(r"<([^>]*)>")
 _ASCII_WS = re.compile(r"[\t\n\r ]+")
 _MAX_SMTP_LINE = 998
+# Characters a token may have so that it can be swapped for another in encoded bytes:
+# quoted-printable leaves every one of them as it is, wherever it stands.
+_STAMPABLE = re.compile(r"[A-Za-z0-9_-]+")
+_SOFT_BREAK = re.compile(rb"(=\r?\n)")
 
 
 class _Unlocatable(Exception):
@@ -84,6 +89,63 @@ def rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
         return _rewrite_message(raw, plan)
     except Exception as exc:  # fail open: the tracker must never stop a mail
         return RewriteResult(raw, (), False, f"rewrite failed: {type(exc).__name__}: {exc}")
+
+
+def rewrite_copies(raw: bytes, plans: Sequence[RewritePlan]) -> list[RewriteResult]:
+    """One result per plan, as rewrite_message would give it, rewriting the message once.
+
+    The copies of a message differ only in their token. The first plan's result is the
+    template; another copy is the template with its token swapped in, where that gives
+    provably the same bytes: tokens of equal length, made of characters quoted-printable
+    never escapes (so soft line breaks fall in the same places), and the template's
+    token found once per rewritten link and pixel (not hidden in base64). Otherwise
+    that copy is rewritten on its own.
+    """
+    if not plans:
+        return []
+    first = rewrite_message(raw, plans[0])
+    places = _token_places(raw, plans[0], first)
+    results = [first]
+    for plan in plans[1:]:
+        if places is not None and _same_but_token(plan, plans[0]):
+            token = plan.token.encode()
+            results.append(replace(first, data=places.sub(lambda m: _swap(m.group(), token), first.data)))
+        else:
+            results.append(rewrite_message(raw, plan))
+    return results
+
+
+def _token_places(raw: bytes, plan: RewritePlan, result: RewriteResult) -> re.Pattern[bytes] | None:
+    """A pattern finding the plan's token in the result, across soft line breaks; None
+    if the token cannot be swapped safely."""
+    if not _STAMPABLE.fullmatch(plan.token):
+        return None
+    places = re.compile(rb"(?:=\r?\n)?".join(re.escape(bytes([c])) for c in plan.token.encode()))
+    if places.search(raw) or len(places.findall(result.data)) != len(result.links) + int(result.pixel):
+        return None
+    return places
+
+
+def _swap(found: bytes, token: bytes) -> bytes:
+    """found: a token, perhaps cut by soft line breaks; the new token, cut the same way."""
+    if len(found) == len(token):
+        return token
+    out, at = [], 0
+    for piece in _SOFT_BREAK.split(found):
+        if piece.startswith(b"="):
+            out.append(piece)
+        else:
+            out.append(token[at : at + len(piece)])
+            at += len(piece)
+    return b"".join(out)
+
+
+def _same_but_token(plan: RewritePlan, first: RewritePlan) -> bool:
+    if len(plan.token) != len(first.token) or not _STAMPABLE.fullmatch(plan.token):
+        return False
+    swapped = replace(plan, token=first.token, pixel_url=plan.pixel_url.replace(plan.token, first.token),
+                      click_base=plan.click_base.replace(plan.token, first.token))
+    return swapped == first
 
 
 def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:

@@ -30,6 +30,9 @@ class RewritePlan:
     text_links: bool = False  # also rewrite bare http(s) URLs in text/plain parts
     pixel_position: str = "bottom"  # "bottom" (before </body>) or "top" (after <body>)
     allow_dkim_signed: bool = False  # if False, DKIM-signed mail goes out unmodified
+    # the copy's token as it appears in pixel_url and click_base: lets the copies of one
+    # message share a single rewrite (rewrite.rewrite_copies); "" if there is none
+    token: str = ""
 
     def __post_init__(self) -> None:
         if self.pixel_position not in PIXEL_POSITIONS:

@@ -14,6 +14,7 @@ import hashlib
 import html
 import quopri
 import re
+import secrets
 from dataclasses import replace
 from email.message import Message
 from html.parser import HTMLParser
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corpus import corpus_files, manifest, require_corpus
-from relay.rewrite import Link, RewritePlan, RewriteResult, rewrite_html, rewrite_message
+from relay.rewrite import Link, RewritePlan, RewriteResult, rewrite_copies, rewrite_html, rewrite_message
 from relay.rewrite_html import clean_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -323,6 +324,22 @@ def test_corpus_mime_rewrites_only_html_bodies(path: Path | None, line_endings: 
     assert rewrite_message(raw, replace(OTHER_TOKENS, allow_dkim_signed=True)).links == result.links
 
 
+def copy_plans(n: int, plan: RewritePlan = SIGNED_OK) -> list[RewritePlan]:
+    """Plans of n copies of one message, as delivery makes them: only the token differs."""
+    plans = []
+    for token in [secrets.token_urlsafe(18) for _ in range(n)]:
+        plans.append(replace(plan, token=token, pixel_url=f"http://t.example/o/{token}.gif",
+                             click_base=f"http://t.example/c/{token}/"))
+    return plans
+
+
+@pytest.mark.parametrize("path", corpus_files("mime", "*.eml"))
+def test_corpus_copies_rewritten_once_equal_copies_rewritten_alone(path: Path | None) -> None:
+    raw = load_mime(path, "crlf")
+    plans = copy_plans(3)
+    assert rewrite_copies(raw, plans) == [rewrite_message(raw, plan) for plan in plans]
+
+
 def _assert_encoding_like(old: Message, new: Message) -> None:
     cte = str(new.get("Content-Transfer-Encoding", "")).split(";")[0].strip().lower()
     body, old_body = new.get_payload(), old.get_payload()
@@ -537,6 +554,35 @@ def test_generated_messages_keep_charset_encoding_and_line_endings(
     _assert_encoding_like(old, new)
     assert bool(BARE_LF.search(result.data)) is not crlf
     assert result.data.split(b"--b1")[1] == raw.split(b"--b1")[1]  # the text/plain part
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=document(),
+    cte=st.sampled_from(["quoted-printable", "base64", "8bit"]),
+    indent=st.integers(min_value=0, max_value=80),  # moves the tokens across QP soft breaks
+    text_links=st.booleans(),
+)
+def test_generated_copies_rewritten_once_equal_copies_rewritten_alone(
+    doc: tuple, cte: str, indent: int, text_links: bool
+) -> None:
+    html_text = _wrap(doc[3], " " * indent + doc[0], "", "bottom")
+    raw = mime_message(html_text, charset="utf-8", cte=cte, crlf=True)
+    plans = copy_plans(3, replace(PLAN, text_links=text_links))
+    plans[2] = replace(plans[2], clicks=False)  # a copy with another plan is rewritten on its own
+    assert rewrite_copies(raw, plans) == [rewrite_message(raw, plan) for plan in plans]
+
+
+def test_a_token_cut_by_a_soft_line_break_is_swapped_as_well() -> None:
+    # a link long enough that quoted-printable must break inside the token
+    html_text = '<p><a href="https://example.com/">x</a></p>' + "y" * 200
+    raw = mime_message(html_text, charset="utf-8", cte="quoted-printable", crlf=True)
+    plans = [replace(p, click_base=p.click_base.replace("/c/", "/c/" + "z" * 40)) for p in copy_plans(2)]
+    results = rewrite_copies(raw, plans)
+    # the pixel's token is whole, the link's is cut in two
+    assert results[0].data.count(plans[0].token.encode()) == 1 and len(results[0].links) == 1
+    assert results == [rewrite_message(raw, plan) for plan in plans]
+    assert quopri.decodestring(results[1].data).decode().count(plans[1].token) == 2
 
 
 @settings(max_examples=200, deadline=None)
