@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import pytest
+import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import config as config_mod
@@ -18,6 +19,11 @@ from relay.auth import hash_password
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
 _HASH = hash_password(PASSWORD)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable]:
+    # `trackrelay serve` runs on uvloop (relay/cli.py), so every async test does too
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def require_tool(name: str) -> str:
