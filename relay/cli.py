@@ -300,7 +300,8 @@ machine_window = "10s"
 [delivery]
 retry_intervals = ["1m", "5m", "15m", "1h", "4h"]
 max_age = "5d"
-workers = 20
+# messages in flight at once; at most upstream.pool_size of them are talking to the upstream
+workers = 60
 
 [privacy]
 anonymize_ip = true

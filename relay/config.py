@@ -97,7 +97,7 @@ class TrackingConfig:
 class DeliveryConfig:
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 14400.0)
     max_age: float = 5 * 86400.0
-    workers: int = 20
+    workers: int = 60  # messages in flight (claimed, rewritten, sending); upstream.pool_size caps connections
 
 
 @dataclass(frozen=True)
