@@ -186,11 +186,22 @@ async def test_forwarded_chain_and_ipv6_anonymisation(sink, start_app, tmp_path)
     assert row[2] == "2001:db8:1234::"
 
 
-async def test_healthz(sink, start_app, tmp_path):
+async def test_healthz_other_paths_and_methods(sink, start_app, tmp_path):
     app = await start_relay(start_app, tmp_path, sink)
+    copy = (await deliver_tracked(app, sink))["bob@example.org"]
+    base = f"http://127.0.0.1:{app.port('hits')}"
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"http://127.0.0.1:{app.port('hits')}/healthz") as resp:
+        async with s.get(f"{base}/healthz") as resp:
             assert resp.status == 200 and await resp.text() == "ok\n"
+        for path in ("/", "/o/", "/o/x.png", "/favicon.ico", "/healthz/x"):
+            async with s.get(base + path, allow_redirects=False) as resp:
+                assert resp.status == 404, path
+        for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+            for path in (local(app, copy.pixel), local(app, copy.clicks[0])):
+                async with s.request(method, path, data=b"x", allow_redirects=False) as resp:
+                    assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD", (method, path)
+    await asyncio.sleep(0.2)
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
 def _corpus_cases() -> list:
