@@ -16,7 +16,7 @@ from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.errors import StartupError
 from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.hit_tracker import HitTracker, TrackerSettings
-from relay.http_hits import make_hits_server
+from relay.http_hits import HitsServer
 from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
@@ -143,13 +143,13 @@ class App:
         self.recorder.start()
         self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
-        runner = await start_runner(make_hits_server(self.hits, parse_networks(cfg.http.trusted_proxies)))
+        server = HitsServer(self.hits, parse_networks(cfg.http.trusted_proxies))
         # cleanups run last-first: connections end, pending look-ups finish, the queue is
         # flushed - all before the store closes
-        self._cleanups += [self.recorder.close, self.hits.close, runner.cleanup]
+        self._cleanups += [self.recorder.close, self.hits.close, server.close]
         # SO_REUSEPORT: several `serve --only hits` processes may share the public port
         self.servers["hits"] = await _listen("http.listen", cfg.http.listen,
-                                             lambda h, p: listen(runner, h, p, reuse_port=True))
+                                             lambda h, p: listen(server.protocol, h, p, reuse_port=True))
 
     async def _start_admin(self) -> None:
         register_mail_metrics(self.metrics, self.store,
@@ -161,7 +161,7 @@ class App:
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
-                                              lambda h, p: listen(runner, h, p))
+                                              lambda h, p: listen(runner.server, h, p))
 
     async def stop(self) -> None:
         """Stop accepting, finish or release claimed deliveries, flush, close the store."""

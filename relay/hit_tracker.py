@@ -27,6 +27,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 SENDER_IP_DAYS = 30  # DESIGN: "self" = an address the sender used in the last 30 days
 _MISSING = object()
+UNKNOWN = object()  # cached_link(): not in the cache
 
 
 class HitStore(Protocol):
@@ -151,6 +152,15 @@ class HitTracker:
         elif found.delivered_at is not None:  # before delivery the copy is still changing
             self._targets.put(token, found)
         return found
+
+    def cached_link(self, token: str, position: int) -> tuple[CopyTarget, str] | None | object:
+        """link() from the cache alone, without a wait: UNKNOWN when the store must be asked."""
+        target = self._targets.get(token)
+        if target is _MISSING or (target is not None and position not in target.links):  # type: ignore[union-attr]
+            return UNKNOWN
+        if target is None:
+            return None
+        return target, target.links[position]  # type: ignore[union-attr]
 
     async def link(self, token: str, position: int) -> tuple[CopyTarget, str] | None:
         """(copy, stored URL) for a click, or None for an unknown token or position."""

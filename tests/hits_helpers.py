@@ -20,6 +20,7 @@ from conftest import PASSWORD, Sink, add_user, make_config
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.0"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/124.0.0.0 Safari/537.36")
+READER_IP = "203.0.113.77"  # TEST-NET-3: no list knows it, so a browser from here is a person
 TRICKY_URL = "https://Example.COM:443/a%7Eb?x=1&y=%2F#frag"
 LINKS = (TRICKY_URL, "https://example.org/second", "https://example.net/third?q=%E2%82%AC")
 

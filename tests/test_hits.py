@@ -12,6 +12,7 @@ import pytest
 from conftest import add_user, make_config
 from corpus import CORPUS, require_corpus
 from hits_helpers import (
+    READER_IP,
     CHROME,
     LINKS,
     THUNDERBIRD,
@@ -27,7 +28,6 @@ from hits_helpers import (
 from relay.http_hits import GIF, safe_location
 from relay.store.sqlite import SqliteStore
 
-READER_IP = "203.0.113.77"  # TEST-NET-3: no list knows it, so a browser from here is a person
 
 
 def uas(name: str) -> list[str]:

@@ -16,6 +16,7 @@ import aiohttp
 
 from conftest import PASSWORD, add_user, make_config
 from hits_helpers import (
+    READER_IP,
     CHROME,
     FakeClock,
     copies_in,
@@ -32,7 +33,6 @@ from relay.auth import hash_password
 from relay.errors import StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
-READER_IP = "203.0.113.77"
 
 async def test_a_thousand_concurrent_pixels_are_all_recorded(sink, start_app, tmp_path):
     clock = FakeClock()

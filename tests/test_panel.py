@@ -21,7 +21,7 @@ from admin.sessions import (
     set_session_cookie,
 )
 from conftest import PASSWORD, add_user, require_tool
-from hits_helpers import db_rows, hit, wait_until
+from hits_helpers import READER_IP, db_rows, hit, wait_until
 from panel_helpers import (
     ALICE,
     BOB,
@@ -36,7 +36,6 @@ from panel_helpers import (
     url,
 )
 
-READER_IP = "203.0.113.77"
 HOSTILE_SUBJECT = "<script>alert(1)</script>"
 HOSTILE_UA = "<img src=x onerror=alert(1)>"
 HOSTILE_URL = "https://example.com/q?x=<b>bold</b>&y=\"quoted\""

@@ -1,0 +1,167 @@
+"""The hits server's HTTP layer, spoken to over raw sockets: pipelining, limits, timeouts,
+malformed requests. Everything a public pixel server meets from hostile or broken clients."""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from hits_helpers import READER_IP, db_rows, deliver_tracked, events, start_relay
+from relay.http_hits import GIF, HitsServer, HttpLimits
+
+
+async def exchange(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes (or read_timeout passes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    chunks = []
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), read_timeout):
+            chunks.append(chunk)
+    finally:
+        writer.close()
+    return b"".join(chunks)
+
+
+def statuses(answer: bytes) -> list[int]:
+    # an answer follows the previous body directly (a body ends without a line break)
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def get(path: str, *extra: str, method: str = "GET", close: bool = False) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: t.example", f"X-Forwarded-For: {READER_IP}", *extra]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+@pytest.fixture
+async def relay(sink: Any, start_app: Any, tmp_path: Any) -> tuple[Any, Any]:
+    app = await start_relay(start_app, tmp_path, sink)
+    copy = (await deliver_tracked(app, sink))["bob@example.org"]
+    return app, copy
+
+
+async def test_pipelined_requests_are_answered_in_order_and_all_recorded(relay: tuple, tmp_path: Any) -> None:
+    app, copy = relay
+    app.hits._targets.discard(copy.token)  # the first click must ask the store: a slow answer
+    requests = [get(path_of(copy.clicks[0])), get(path_of(copy.pixel)), get("/healthz"),
+                get(path_of(copy.clicks[1])), get("/nope", close=True)]
+    answer = await exchange(app.port("hits"), b"".join(requests))
+    assert statuses(answer) == [302, 200, 200, 302, 404]
+    assert answer.index(b"Location: https://Example.COM") < answer.index(GIF) < answer.index(b"ok\n") \
+        < answer.index(b"Location: https://example.org/second")
+    assert answer.count(GIF) == 1 and answer.endswith(b"404: Not Found")
+    rows = await events(app, tmp_path, 3)  # cold hits may be stored out of order (and imply an open)
+    assert sorted(r[4] for r in rows if r[0] == "click") == [0, 1]
+    assert [r[5] for r in rows if r[0] == "open"] in ([0], [1, 0], [0, 1])
+
+
+async def test_head_gets_headers_only_and_http_1_0_is_closed(relay: tuple) -> None:
+    app, copy = relay
+    answer = await exchange(app.port("hits"), get(path_of(copy.pixel), method="HEAD") + get("/healthz", close=True))
+    assert statuses(answer) == [200, 200] and GIF not in answer and b"Content-Length: 43" in answer
+    answer = await exchange(app.port("hits"), f"GET {path_of(copy.pixel)} HTTP/1.0\r\n\r\n".encode())
+    assert statuses(answer) == [200] and answer.endswith(GIF) and b"Connection: close" in answer
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40), 400),  # a TLS hello on the plain port
+    (b"GET /o/x.gif HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /o/x.gif HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(200)) + b"\r\n", 431),
+    (b"GET /o/x.gif HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000, 413),
+    (b"GET /o/x.gif HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"10000\r\n" + b"x" * 65536 + b"\r\n"
+     + b"10000\r\n" + b"x" * 65536 + b"\r\n0\r\n\r\n", 413),
+])
+async def test_malformed_and_oversized_requests_are_refused_and_closed(
+        relay: tuple, tmp_path: Any, request_bytes: bytes, status: int) -> None:
+    app, _ = relay
+    answer = await exchange(app.port("hits"), request_bytes)
+    assert statuses(answer) == [status]
+    assert b"Connection: close" in answer
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+async def test_a_small_body_on_a_get_is_read_and_ignored(relay: tuple) -> None:
+    app, copy = relay
+    request = get(path_of(copy.pixel), "Content-Length: 5")[:-2] + b"\r\nhello" + get("/healthz", close=True)
+    answer = await exchange(app.port("hits"), request)
+    assert statuses(answer) == [200, 200]
+
+
+async def test_an_upgrade_request_is_answered_and_closed(relay: tuple) -> None:
+    app, copy = relay
+    answer = await exchange(app.port("hits"), get(path_of(copy.pixel), "Upgrade: websocket", "Connection: upgrade")
+                            + get("/healthz"))
+    assert statuses(answer) == [200] and answer.endswith(GIF)
+
+
+async def slow_server(app: Any, **limits: float) -> tuple[HitsServer, asyncio.AbstractServer, int]:
+    server = HitsServer(app.hits, limits=HttpLimits(**limits))
+    listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
+    return server, listener, listener.sockets[0].getsockname()[1]
+
+
+async def test_a_request_sent_too_slowly_gets_408_and_an_idle_connection_is_closed(relay: tuple) -> None:
+    app, copy = relay
+    server, listener, port = await slow_server(app, request_timeout=0.4, idle_timeout=0.8)
+    try:
+        # slowloris: the header block never ends
+        answer = await exchange(port, b"GET /o/x.gif HTTP/1.1\r\nHost: a\r\n", read_timeout=5.0)
+        assert statuses(answer) == [408]
+        # kept alive after an answer, then silent: closed without a word
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get(path_of(copy.pixel)))
+        started = asyncio.get_running_loop().time()
+        first = await asyncio.wait_for(reader.readuntil(GIF), 5)
+        assert statuses(first) == [200]
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started >= 0.7
+        writer.close()
+    finally:
+        listener.close()
+        await server.close()
+
+
+async def test_close_answers_what_was_asked_then_closes_every_connection(relay: tuple) -> None:
+    app, copy = relay
+    server, listener, port = await slow_server(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+    app.hits._targets.discard(copy.token)  # an answer that has to wait for the store
+    writer.write(get(path_of(copy.clicks[2])))
+    await writer.drain()
+    await asyncio.sleep(0)
+    listener.close()
+    await server.close(timeout=5)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert statuses(answer) == [302] and b"Connection: close" not in answer
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+    assert server.connections == set()
+    writer.close()
+    idle_writer.close()
+
+
+async def test_a_client_that_does_not_read_stops_being_read(relay: tuple) -> None:
+    app, copy = relay
+    server, listener, port = await slow_server(app)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        flood = get(path_of(copy.pixel)) * 200000  # 20 MB of requests; their answers are never read
+        writer.write(flood)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(writer.drain(), 2)  # the server stopped reading: our buffer fills
+        [conn] = server.connections
+        assert not conn._reading
+        writer.transport.abort()
+    finally:
+        listener.close()
+        await server.close()
