@@ -15,7 +15,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from email.message import Message
 from email.policy import compat32
@@ -104,26 +104,30 @@ def rewrite_copies(raw: bytes, plans: Sequence[RewritePlan]) -> list[RewriteResu
     if not plans:
         return []
     first = rewrite_message(raw, plans[0])
-    places = _token_places(raw, plans[0], first)
+    stamp = _stamper(raw, plans[0], first)
     results = [first]
     for plan in plans[1:]:
-        if places is not None and _same_but_token(plan, plans[0]):
-            token = plan.token.encode()
-            results.append(replace(first, data=places.sub(lambda m: _swap(m.group(), token), first.data)))
+        if stamp is not None and _same_but_token(plan, plans[0]):
+            results.append(replace(first, data=stamp(plan.token.encode())))
         else:
             results.append(rewrite_message(raw, plan))
     return results
 
 
-def _token_places(raw: bytes, plan: RewritePlan, result: RewriteResult) -> re.Pattern[bytes] | None:
-    """A pattern finding the plan's token in the result, across soft line breaks; None
-    if the token cannot be swapped safely."""
+def _stamper(raw: bytes, plan: RewritePlan, result: RewriteResult) -> Callable[[bytes], bytes] | None:
+    """A function putting another token in place of the plan's in the result; None if the
+    token cannot be swapped safely."""
     if not _STAMPABLE.fullmatch(plan.token):
         return None
-    places = re.compile(rb"(?:=\r?\n)?".join(re.escape(bytes([c])) for c in plan.token.encode()))
-    if places.search(raw) or len(places.findall(result.data)) != len(result.links) + int(result.pixel):
+    token, data = plan.token.encode(), result.data
+    expected = len(result.links) + int(result.pixel)
+    if token not in raw and data.count(token) == expected:
+        return lambda new: data.replace(token, new)
+    # some are cut by soft line breaks: find them with the breaks in between
+    places = re.compile(rb"(?:=\r?\n)?".join(re.escape(bytes([c])) for c in token))
+    if places.search(raw) or len(places.findall(data)) != expected:
         return None
-    return places
+    return lambda new: places.sub(lambda m: _swap(m.group(), new), data)
 
 
 def _swap(found: bytes, token: bytes) -> bytes:

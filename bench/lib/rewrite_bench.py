@@ -36,6 +36,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from email.policy import compat32
 from pathlib import Path
 
@@ -114,6 +115,10 @@ def main() -> int:
         rewrite_message = RewritePlan = None
         unavailable = f"relay.rewrite not importable ({type(e).__name__}: {e})"
     try:
+        from relay.rewrite import rewrite_copies as copies
+    except Exception:
+        copies = None
+    try:
         from relay import rewrite_html as rh
     except Exception:
         rh = None
@@ -149,6 +154,11 @@ def main() -> int:
                 res["error"] = f"rewrite_message raised {type(e).__name__}: {e}"
         else:
             res["error"] = unavailable
+        if copies is not None and plan is not None:
+            # a mail to three recipients: three tokens, one rewrite (relay.rewrite.rewrite_copies)
+            plans3 = [replace(plan, token=t, pixel_url=f"{BASE}/o/{t}.gif", click_base=f"{BASE}/c/{t}/")
+                      for t in (TOKEN, TOKEN[::-1], TOKEN.swapcase())]
+            cases["copies3"] = lambda: copies(raw, plans3)
         if html_plan is not None:
             try:
                 rh.rewrite_html(texts[0], html_plan)
