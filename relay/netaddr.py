@@ -34,17 +34,22 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
     if peer_addr is None:
         return peer
     if not trusted or not any(peer_addr in net for net in trusted):
-        return str(peer_addr)
+        return _text(peer_addr)
     hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
     current = peer_addr
     for hop in reversed(hops):
         addr = parse_ip(hop)
         if addr is None:  # garbage in the chain: trust nothing left of it
-            return str(current)
+            return _text(current)
         current = addr
         if not any(addr in net for net in trusted):
-            return str(addr)
-    return str(current)
+            return _text(addr)
+    return _text(current)
+
+
+@lru_cache(maxsize=65536)  # str() of an address is slow, and the same few come back
+def _text(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return str(addr)
 
 
 @lru_cache(maxsize=65536)
