@@ -156,11 +156,11 @@ class HitTracker:
     def cached_link(self, token: str, position: int) -> tuple[CopyTarget, str] | None | object:
         """link() from the cache alone, without a wait: UNKNOWN when the store must be asked."""
         target = self._targets.get(token)
-        if target is _MISSING or (target is not None and position not in target.links):  # type: ignore[union-attr]
-            return UNKNOWN
         if target is None:
             return None
-        return target, target.links[position]  # type: ignore[union-attr]
+        if not isinstance(target, CopyTarget) or position not in target.links:  # not cached, or before its links
+            return UNKNOWN
+        return target, target.links[position]
 
     async def link(self, token: str, position: int) -> tuple[CopyTarget, str] | None:
         """(copy, stored URL) for a click, or None for an unknown token or position."""

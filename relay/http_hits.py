@@ -155,7 +155,10 @@ class HitsServer:
     def answer(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], remote: str,
                close: bool) -> bytes | asyncio.Task:
         head = method == "HEAD"
-        path = httptools.parse_url(target).path
+        try:
+            path = httptools.parse_url(target).path
+        except httptools.HttpParserInvalidURLError:
+            raise _Refused(400) from None
         text = path.decode("latin-1") if path else ""
         if "%" in text:
             text = unquote(text)

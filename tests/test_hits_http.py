@@ -76,6 +76,8 @@ async def test_head_gets_headers_only_and_http_1_0_is_closed(relay: tuple) -> No
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40), 400),  # a TLS hello on the plain port
     (b"GET /o/x.gif HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET http://[::1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # a target the URL parser refuses
+    (b"GET http://h:99999/o/x.gif HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     (b"GET /o/x.gif HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(200)) + b"\r\n", 431),
     (b"GET /o/x.gif HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000, 413),
     (b"GET /o/x.gif HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"10000\r\n" + b"x" * 65536 + b"\r\n"
