@@ -86,6 +86,8 @@ async def test_a_failing_job_does_not_fail_its_batch(store):
                                    store.spool(message("OK", user.id)), return_exceptions=True)
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert isinstance(results[0], int) and isinstance(results[2], int)
+    # the batch ran twice (the second time job by job): the good jobs were applied once
+    assert (await store.queue_counts())["queued"] == 2
 
 
 async def test_release_returns_claims(store):
