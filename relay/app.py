@@ -61,6 +61,10 @@ class App:
         return self.servers[name].sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        if self.cfg.upstream.auth == "passthrough" and len({"smtp", "delivery"} & set(self.parts)) == 1:
+            # the users' passwords live in the memory of the process that took their login
+            raise StartupError("upstream.auth = \"passthrough\" needs smtp and delivery in one process: "
+                               "run serve without --only smtp|delivery")
         await self.store.open()
         try:
             if "delivery" in self.parts:

@@ -13,12 +13,12 @@ TRACKRELAY = str(Path(sys.executable).parent / "trackrelay")
 
 @pytest.fixture
 def run(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
-    env["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/cli.db"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    base["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/cli.db"
 
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run([TRACKRELAY, *args], env=env, input=stdin, capture_output=True, text=True,
-                              timeout=60)
+    def run(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([TRACKRELAY, *args], env={**base, **(env or {})}, input=stdin, capture_output=True,
+                              text=True, timeout=60)
 
     return run
 
@@ -58,3 +58,13 @@ def test_privacy_lists(run):
     assert run("consent", "add", "@example.org").returncode == 2
     assert run("consent", "add", "carol@example.org").returncode == 0
     assert run("consent", "list").stdout.split() == ["carol@example.org"]
+
+
+@pytest.mark.parametrize("part", ["smtp", "delivery"])
+def test_passthrough_refuses_smtp_and_delivery_in_separate_processes(run, part):
+    # delivery would wait forever for passwords that only the SMTP process has seen
+    out = run("serve", "--only", part, env={"TRACKRELAY_UPSTREAM_AUTH": "passthrough"})
+    assert out.returncode == 2
+    assert out.stderr.strip() == ('trackrelay: upstream.auth = "passthrough" needs smtp and delivery in one '
+                                  "process: run serve without --only smtp|delivery")
+
