@@ -157,7 +157,8 @@ async def test_a_client_that_does_not_read_stops_being_read(relay: tuple) -> Non
     server, listener, port = await slow_server(app)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        flood = get(path_of(copy.pixel)) * 200000  # 20 MB of requests; their answers are never read
+        # 50 MB of requests, more than the socket buffers hold; no answer is ever read
+        flood = get(path_of(copy.pixel)) * 500000
         writer.write(flood)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(writer.drain(), 2)  # the server stopped reading: our buffer fills
