@@ -164,10 +164,11 @@ class HitTracker:
 
     async def link(self, token: str, position: int) -> tuple[CopyTarget, str] | None:
         """(copy, stored URL) for a click, or None for an unknown token or position."""
+        found = self.cached_link(token, position)
+        if found is not UNKNOWN:
+            return found  # type: ignore[return-value]
+        self._targets.discard(token)  # not cached, or cached before its links were saved: ask the store
         target = await self.target(token)
-        if target is not None and position not in target.links:
-            self._targets.discard(token)  # cached before its links were saved? ask the store once
-            target = await self.target(token)
         if target is None or position not in target.links:
             return None
         return target, target.links[position]

@@ -186,13 +186,14 @@ class HitsServer:
 
     def click(self, rest: str, method: str, headers: list[tuple[bytes, bytes]], remote: str,
               close: bool) -> bytes | asyncio.Task:
-        token, _, position = rest.partition("/")
+        token, _, digits = rest.partition("/")
         head = method == "HEAD"
-        if not TOKEN.fullmatch(token) or not POSITION.fullmatch(position):
+        if not TOKEN.fullmatch(token) or not POSITION.fullmatch(digits):
             self.tracker.unknown.inc("click")
             return _page(404, NOT_FOUND_PAGE, head, close)
-        raw = self._raw("click", method, headers, remote, int(position))
-        found = self.tracker.cached_link(token, int(position))
+        position = int(digits)
+        raw = self._raw("click", method, headers, remote, position)
+        found = self.tracker.cached_link(token, position)
         if found is UNKNOWN:
             return asyncio.create_task(self._cold_click(token, raw, head, close))
         return self._redirect(token, raw, found, head, close)  # type: ignore[arg-type]
