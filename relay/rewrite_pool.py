@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 HEADER = 8  # every frame: its length as 8 bytes, big-endian, then a pickle
 
 
+def frame(obj: object) -> bytes:
+    """obj as one frame of the pipe protocol (both directions)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(HEADER, "big") + data
+
+
 class WorkerGone(Exception):
     """The worker process ended before answering."""
 
@@ -77,11 +83,10 @@ class _Worker:
     async def call(self, raw: bytes, plans: list[RewritePlan]) -> list[RewriteResult]:
         if not self.alive:
             raise WorkerGone("not running")
-        frame = pickle.dumps((raw, plans), protocol=pickle.HIGHEST_PROTOCOL)
         answer = asyncio.get_running_loop().create_future()
         self.pending.append(answer)
         try:
-            self.stdin.write(len(frame).to_bytes(HEADER, "big") + frame)
+            self.stdin.write(frame((raw, plans)))
             await self.stdin.drain()
         except OSError as e:  # the pipe broke: this call fails over with the others
             self._gone(WorkerGone(str(e)))

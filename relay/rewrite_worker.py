@@ -12,7 +12,7 @@ import sys
 from typing import BinaryIO
 
 from relay.rewrite import rewrite_copies
-from relay.rewrite_pool import HEADER
+from relay.rewrite_pool import HEADER, frame
 
 
 def serve(calls: BinaryIO, answers: BinaryIO) -> None:
@@ -20,10 +20,8 @@ def serve(calls: BinaryIO, answers: BinaryIO) -> None:
         head = calls.read(HEADER)
         if len(head) < HEADER:
             return
-        frame = calls.read(int.from_bytes(head, "big"))
-        raw, plans = pickle.loads(frame)
-        answer = pickle.dumps(rewrite_copies(raw, plans), protocol=pickle.HIGHEST_PROTOCOL)
-        answers.write(len(answer).to_bytes(HEADER, "big") + answer)
+        raw, plans = pickle.loads(calls.read(int.from_bytes(head, "big")))
+        answers.write(frame(rewrite_copies(raw, plans)))
         answers.flush()
 
 
