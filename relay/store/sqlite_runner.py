@@ -110,11 +110,11 @@ class SqliteRunner:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
         try:
+            jobs = [job for job, _, _ in batch]
             try:
-                results = _run_jobs(conn, [job for job, _, _ in batch], isolated=False)
+                results = _run_jobs(conn, jobs, _job_in_batch)
             except _JobFailed:
-                # run again, each job in a savepoint, so the failing one fails alone
-                results = _run_jobs(conn, [job for job, _, _ in batch], isolated=True)
+                results = _run_jobs(conn, jobs, _job_alone)  # again, so the failing job fails alone
         except sqlite3.Error as e:
             log.error("store write failed: %s", e)
             if conn.in_transaction:
@@ -135,31 +135,37 @@ class _JobFailed(Exception):
     """A job raised in a batch run without savepoints: the batch is rolled back and rerun."""
 
 
-def _run_jobs(conn: sqlite3.Connection, jobs: list[Job], *, isolated: bool) -> list[tuple[bool, Any]]:
-    """One transaction, one commit. Without isolation a batch costs two statements per job
-    less (each statement gives the GIL up and waits to take it back, which under load is
-    most of a write's latency); a failure then rolls everything back and raises _JobFailed."""
-    results: list[tuple[bool, Any]] = []
+def _run_jobs(conn: sqlite3.Connection, jobs: list[Job],
+              run_job: Callable[[sqlite3.Connection, Job], tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """The jobs in one transaction, one commit."""
     conn.execute("BEGIN IMMEDIATE")
-    for job in jobs:
-        if not isolated:
-            try:
-                results.append((True, job(conn)))
-            except Exception as e:
-                if conn.in_transaction:  # some errors end the transaction themselves
-                    conn.execute("ROLLBACK")
-                raise _JobFailed() from e
-            continue
-        conn.execute("SAVEPOINT job")
-        try:
-            results.append((True, job(conn)))
-            conn.execute("RELEASE job")
-        except Exception as e:  # a bad job fails alone, the batch goes on
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            results.append((False, e))
+    results = [run_job(conn, job) for job in jobs]
     conn.execute("COMMIT")
     return results
+
+
+def _job_in_batch(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    """Without a savepoint: two statements less per job (each statement gives the GIL up and
+    waits to take it back, which under load is most of a write's latency). A failure rolls
+    the whole batch back and raises _JobFailed."""
+    try:
+        return True, job(conn)
+    except Exception as e:
+        if conn.in_transaction:  # some errors end the transaction themselves
+            conn.execute("ROLLBACK")
+        raise _JobFailed() from e
+
+
+def _job_alone(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    """In a savepoint: a bad job fails alone, the batch goes on."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result: tuple[bool, Any] = (True, job(conn))
+    except Exception as e:
+        conn.execute("ROLLBACK TO job")
+        result = (False, e)
+    conn.execute("RELEASE job")
+    return result
 
 
 def _settle_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
