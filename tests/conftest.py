@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import config as config_mod
 from relay.app import App
 from relay.auth import hash_password
+from relay.store.sqlite import SqliteStore
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
@@ -129,6 +130,24 @@ async def start_app(tmp_path: Path) -> AsyncIterator[Callable]:
     yield start
     for app in reversed(apps):
         await app.stop()
+
+
+async def relay_to(sink: Sink, start_app: Callable, tmp_path: Path, *, clock: Callable[[], float] | None = None,
+                   **overrides: str) -> App:
+    """The relay delivering to the sink, alice@example.com its user; overrides as for make_config."""
+    kwargs = {"clock": clock} if clock else {}
+    app = await start_app(make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides), **kwargs)
+    await add_user(app)
+    return app
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An opened SQLite store in a fresh file."""
+    s = SqliteStore(str(tmp_path / "s.db"))
+    await s.open()
+    yield s
+    await s.close()
 
 
 async def add_user(app: App, email: str = "alice@example.com", *, admin: bool = False):

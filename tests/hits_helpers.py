@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 import aiosmtplib
 
-from conftest import PASSWORD, Sink, add_user, make_config
+from conftest import PASSWORD, Sink, relay_to
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.0"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -109,11 +109,7 @@ async def start_relay(start_app: Callable, tmp_path: Any, sink: Sink, *, clock: 
                       **overrides: str) -> Any:
     """The relay with a sink upstream, trusting X-Forwarded-For from loopback (tests pick client IPs)."""
     overrides.setdefault("http_trusted_proxies", "127.0.0.1/32")
-    cfg = make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides)
-    kwargs = {"clock": clock} if clock else {}
-    app = await start_app(cfg, **kwargs)
-    await add_user(app)
-    return app
+    return await relay_to(sink, start_app, tmp_path, clock=clock, **overrides)
 
 
 def local(app: Any, url: str, part: str = "hits") -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import add_user
+from conftest import add_user, relay_to
 from hits_helpers import (
     CHROME,
     LINKS,
@@ -29,7 +29,6 @@ from hits_helpers import (
     wait_until,
 )
 from relay.auth import new_api_token, token_hash
-from test_smtp_relay import relay_to
 from test_smtp_relay import send as smtp_send
 from test_tracking_e2e import TOKEN, html_mail
 

@@ -1,21 +1,11 @@
 """Store contract for hits and reports: implied opens, notifications, counts, scoping."""
 from __future__ import annotations
 
-import pytest
-
 from relay.policy import UserPolicy
 from relay.store import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
 from relay.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SqliteStore(str(tmp_path / "s.db"))
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def sent_message(store: SqliteStore, user_id: int, rcpts=("bob@example.org", "carol@example.org"),

@@ -12,9 +12,9 @@ import pytest
 from conftest import add_user, make_config
 from corpus import CORPUS, require_corpus
 from hits_helpers import (
-    READER_IP,
     CHROME,
     LINKS,
+    READER_IP,
     THUNDERBIRD,
     TRICKY_URL,
     FakeClock,

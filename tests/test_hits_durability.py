@@ -16,8 +16,8 @@ import aiohttp
 
 from conftest import PASSWORD, add_user, make_config
 from hits_helpers import (
-    READER_IP,
     CHROME,
+    READER_IP,
     FakeClock,
     copies_in,
     db_rows,

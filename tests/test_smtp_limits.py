@@ -13,9 +13,9 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import PASSWORD, add_user, make_config
+from conftest import PASSWORD, add_user, make_config, relay_to
 from relay.smtpd import RelayHandler, RelaySMTP, SmtpPolicy
-from test_smtp_relay import relay_to, send, simple_mail
+from test_smtp_relay import send, simple_mail
 
 ALICE = "alice@example.com"
 # what must never reach a client: Python's own words

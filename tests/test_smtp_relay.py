@@ -13,7 +13,7 @@ from email.policy import compat32
 import aiosmtplib
 import pytest
 
-from conftest import PASSWORD, add_user, make_config, require_tool
+from conftest import PASSWORD, add_user, make_config, relay_to, require_tool
 from corpus import corpus_files, require_corpus
 
 
@@ -46,12 +46,6 @@ async def wait_status(app, message_id: int, status: str, timeout: float = 10.0) 
             return row
         await asyncio.sleep(0.05)
     raise AssertionError(f"message {message_id} is {row and row['status']}, not {status}")
-
-
-async def relay_to(sink, start_app, tmp_path, **overrides):
-    app = await start_app(make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides))
-    await add_user(app)
-    return app
 
 
 async def test_authenticated_mail_is_delivered_unchanged(sink, start_app, tmp_path):

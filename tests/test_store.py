@@ -10,17 +10,8 @@ import pytest
 from relay.control import Choice
 from relay.policy import UserPolicy
 from relay.store import NewCopy, NewMessage, NewRecipient, RecipientResult
-from relay.store.sqlite import SqliteStore
 
 MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SqliteStore(str(tmp_path / "s.db"))
-    await s.open()
-    yield s
-    await s.close()
 
 
 def message(queue_id: str, user_id: int | None, rcpts=("bob@example.org",), copies=()) -> NewMessage:

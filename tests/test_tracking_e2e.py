@@ -8,7 +8,7 @@ from email.policy import compat32
 
 import aiohttp
 
-from conftest import add_user, make_config
+from conftest import relay_to
 from relay.policy import UserPolicy
 from test_smtp_relay import send, wait_status
 
@@ -37,14 +37,8 @@ def decoded_html(data: bytes) -> str:
     raise AssertionError("no html part")
 
 
-async def tracked_app(sink, start_app, tmp_path, **overrides):
-    app = await start_app(make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides))
-    await add_user(app)
-    return app
-
-
 async def test_to_cc_bcc_each_get_their_own_copy(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     rcpts = ["bob@example.org", "carol@example.net", "dave@example.info"]  # dave is Bcc
     await send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"), rcpts=rcpts)
     got = await sink.wait_for(3)
@@ -65,7 +59,7 @@ async def test_to_cc_bcc_each_get_their_own_copy(sink, start_app, tmp_path):
 
 
 async def test_clicks_redirect_to_the_exact_original(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     # mail carries the configured public URL (:8080); the test asks the hits server on its real port
     public = f"http://127.0.0.1:{app.port('hits')}"
     await send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"), rcpts=["bob@example.org"])
@@ -83,7 +77,7 @@ async def test_clicks_redirect_to_the_exact_original(sink, start_app, tmp_path):
 
 
 async def test_untracked_recipients_get_the_original_bytes(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     data = html_mail()
     await send(app.port("smtp"), data, rcpts=["bob@example.org", "colleague@example.com"])
     got = await sink.wait_for(1)
@@ -91,7 +85,7 @@ async def test_untracked_recipients_get_the_original_bytes(sink, start_app, tmp_
 
 
 async def test_internal_recipients_are_not_tracked(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     await send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"),
                rcpts=["bob@example.org", "colleague@example.com"])
     got = await sink.wait_for(2)
@@ -102,7 +96,7 @@ async def test_internal_recipients_are_not_tracked(sink, start_app, tmp_path):
 
 
 async def test_above_max_split_one_shared_copy(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path, tracking_max_split="2")
+    app = await relay_to(sink, start_app, tmp_path, tracking_max_split="2")
     rcpts = [f"r{i}@example.org" for i in range(3)]
     await send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"), rcpts=rcpts)
     [m] = await sink.wait_for(1)
@@ -110,7 +104,7 @@ async def test_above_max_split_one_shared_copy(sink, start_app, tmp_path):
 
 
 async def test_subject_tags_in_encoded_words_are_removed(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     utf8 = "=?UTF-8?B?" + __import__("base64").b64encode("[track] Grüße aus Köln".encode()).decode() + "?="
     latin2 = "=?ISO-8859-2?Q?=5Btrack=5D_Pozdrawiam_=B1=EA?="
     for i, subject in enumerate((utf8, latin2)):
@@ -122,7 +116,7 @@ async def test_subject_tags_in_encoded_words_are_removed(sink, start_app, tmp_pa
 
 
 async def test_sticky_choice_becomes_the_default(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     await send(app.port("smtp"), html_mail(subject="[track] first"), rcpts=["bob@example.org"])
     await send(app.port("smtp"), html_mail(subject="second"), rcpts=["bob@example.org"])
     got = await sink.wait_for(2)
@@ -136,7 +130,7 @@ async def test_sticky_choice_becomes_the_default(sink, start_app, tmp_path):
 
 
 async def test_policy_off_beats_the_header(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     await app.store.set_policy(1, UserPolicy(mode="off"))
     await send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"), rcpts=["bob@example.org"])
     [m] = await sink.wait_for(1)
@@ -144,7 +138,7 @@ async def test_policy_off_beats_the_header(sink, start_app, tmp_path):
 
 
 async def test_hosted_sender_aliases(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     await send(app.port("smtp"), html_mail(extra_headers="X-Mailgun-Track-Opens: yes\r\nX-Mailgun-Track-Clicks: no\r\n"),
                rcpts=["bob@example.org"])
     await send(app.port("smtp"), html_mail(extra_headers="X-PM-TrackOpens: false\r\nX-PM-TrackLinks: HtmlOnly\r\n"),
@@ -157,7 +151,7 @@ async def test_hosted_sender_aliases(sink, start_app, tmp_path):
 
 
 async def test_a_client_signed_message_is_left_intact(sink, start_app, tmp_path):
-    app = await tracked_app(sink, start_app, tmp_path)
+    app = await relay_to(sink, start_app, tmp_path)
     signed = html_mail(extra_headers="X-Track: on\r\n").replace(
         b"From:", b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s1; h=from:to; bh=abc=; b=def=\r\nFrom:", 1)
     await send(app.port("smtp"), signed, rcpts=["bob@example.org"])
