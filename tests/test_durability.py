@@ -38,6 +38,14 @@ def relay_env(tmp_path: Path, smtp_port: int, sink_port: int) -> dict:
     return env
 
 
+def relay_with_user(tmp_path: Path) -> tuple[dict, int, int]:
+    """(environment, SMTP port, upstream port) of a relay whose store has the test user."""
+    smtp_port, sink_port = free_port(), free_port()
+    env = relay_env(tmp_path, smtp_port, sink_port)
+    add_user(env)
+    return env, smtp_port, sink_port
+
+
 async def start_relay(env: dict, port: int, log: Path) -> subprocess.Popen:
     with log.open("ab") as err:
         proc = subprocess.Popen([TRACKRELAY, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -92,9 +100,7 @@ def message_ids(sink: Sink) -> list[str]:
 
 
 async def test_kill_9_with_the_upstream_down_then_restart_delivers_each_mail_once(tmp_path):
-    smtp_port, sink_port = free_port(), free_port()
-    env = relay_env(tmp_path, smtp_port, sink_port)
-    add_user(env)
+    env, smtp_port, sink_port = relay_with_user(tmp_path)
     relay = await start_relay(env, smtp_port, tmp_path / "relay.log")
     try:
         await send_all(smtp_port, 30)  # every 250 means: on disk
@@ -111,9 +117,7 @@ async def test_kill_9_with_the_upstream_down_then_restart_delivers_each_mail_onc
 
 
 async def test_kill_9_mid_delivery_loses_nothing(tmp_path):
-    smtp_port, sink_port = free_port(), free_port()
-    env = relay_env(tmp_path, smtp_port, sink_port)
-    add_user(env)
+    env, smtp_port, sink_port = relay_with_user(tmp_path)
     sink, server = await start_sink(sink_port)
     relay = await start_relay(env, smtp_port, tmp_path / "relay.log")
     await send_all(smtp_port, 40)
@@ -133,9 +137,7 @@ async def test_kill_9_mid_delivery_loses_nothing(tmp_path):
 
 
 async def test_sigterm_is_a_clean_exit_and_keeps_queued_mail(tmp_path):
-    smtp_port, sink_port = free_port(), free_port()
-    env = relay_env(tmp_path, smtp_port, sink_port)
-    add_user(env)
+    env, smtp_port, sink_port = relay_with_user(tmp_path)
     relay = await start_relay(env, smtp_port, tmp_path / "relay.log")
     await send_all(smtp_port, 5)
     assert await stop(relay) == 0
