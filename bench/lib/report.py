@@ -98,11 +98,14 @@ def smtp_table(smtp, block, ratios):
     return out + [""]
 
 
+def heading(title: str, notes: list[str]) -> list[str]:
+    """A section's title and the notes the run left for it (a part not available, say)."""
+    return [title, ""] + [f"> {n}" for n in notes]
+
+
 def smtp_section(rows, notes, targets):
     smtp = [r for r in rows if r.get("kind") == "smtp"]
-    out = ["## 1. SMTP end to end: relay vs Postfix vs sink (issues \"submission relay\" and \"Tracking\")", ""]
-    for n in notes.get("smtp", []):
-        out.append(f"> {n}")
+    out = heading("## 1. SMTP end to end: relay vs Postfix vs sink (issues \"submission relay\" and \"Tracking\")", notes.get("smtp", []))
     if not smtp:
         out += ["", "no SMTP results", ""]
         return out
@@ -140,9 +143,7 @@ def smtp_section(rows, notes, targets):
 
 def rewrite_section(rows, notes, targets):
     rw = [r for r in rows if r.get("kind") == "rewrite"]
-    out = ["## 2. Tracking rewrite cost per message (issue \"Tracking\")", ""]
-    for n in notes.get("rewrite", []):
-        out.append(f"> {n}")
+    out = heading("## 2. Tracking rewrite cost per message (issue \"Tracking\")", notes.get("rewrite", []))
     if not rw:
         out += ["", "no rewrite results", ""]
         return out
@@ -181,9 +182,7 @@ def rewrite_section(rows, notes, targets):
 
 def hits_section(rows, notes, targets):
     hs = [r for r in rows if r.get("kind") == "hits"]
-    out = ["## 3. Hits server: pixel and click redirect vs nginx (issue \"Hits server\")", ""]
-    for n in notes.get("hits", []):
-        out.append(f"> {n}")
+    out = heading("## 3. Hits server: pixel and click redirect vs nginx (issue \"Hits server\")", notes.get("hits", []))
     if not hs:
         out += ["", "no hits results", ""]
         targets.append(("hits: relay rps / nginx rps", "–", f">= {TARGET_HITS}", "n/a"))
