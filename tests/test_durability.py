@@ -102,6 +102,7 @@ def message_ids(sink: Sink) -> list[str]:
 async def test_kill_9_with_the_upstream_down_then_restart_delivers_each_mail_once(tmp_path):
     env, smtp_port, sink_port = relay_with_user(tmp_path)
     relay = await start_relay(env, smtp_port, tmp_path / "relay.log")
+    server = None
     try:
         await send_all(smtp_port, 30)  # every 250 means: on disk
         await asyncio.sleep(0.5)  # let delivery fail against the closed port
@@ -112,8 +113,9 @@ async def test_kill_9_with_the_upstream_down_then_restart_delivers_each_mail_onc
         await asyncio.sleep(0.5)
         assert message_ids(sink) == sorted(f"<mail-{i}@example.com>" for i in range(30))
     finally:
+        if server:
+            server.close()  # before any failed assertion: an open sink hangs the loop's close
         assert await stop(relay) == 0
-    server.close()
 
 
 async def test_kill_9_mid_delivery_loses_nothing(tmp_path):
@@ -132,8 +134,8 @@ async def test_kill_9_mid_delivery_loses_nothing(tmp_path):
         assert set(message_ids(sink)) == {f"<mail-{i}@example.com>" for i in range(40)}
         assert len(sink.messages) <= 40 + 20
     finally:
+        server.close()
         assert await stop(relay) == 0
-    server.close()
 
 
 async def test_sigterm_is_a_clean_exit_and_keeps_queued_mail(tmp_path):
@@ -147,8 +149,8 @@ async def test_sigterm_is_a_clean_exit_and_keeps_queued_mail(tmp_path):
     try:
         await sink.wait_for(5, timeout=20)
     finally:
+        server.close()
         await stop(relay)
-    server.close()
 
 
 def test_a_taken_port_is_one_clear_line(tmp_path):
