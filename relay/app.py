@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from admin import make_admin_app
 from admin.keys import AdminSettings
@@ -13,6 +13,7 @@ from admin.ops import register_mail_metrics
 from relay.auth import hash_password, new_password
 from relay.config import PARTS, Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
+from relay.delivery_process import DeliveryProcess
 from relay.errors import StartupError
 from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.hit_tracker import HitTracker, TrackerSettings
@@ -39,15 +40,21 @@ def state_dir(cfg: Config) -> Path:
 
 
 class App:
+    """delivery_command: how to start `serve --only delivery` as a child process; given, a full
+    `serve` runs delivery there (unless the config says otherwise), else on its own loop."""
+
     def __init__(self, cfg: Config, only: str | None = None, *, clock: Callable[[], float] = time.time,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, delivery_command: Sequence[str] | None = None) -> None:
         self.cfg = cfg
         self.parts = (only,) if only else PARTS
+        self.delivery_command = delivery_command if (
+            not only and cfg.delivery.separate_process and cfg.upstream.auth != "passthrough") else None
         self.clock = clock
         self.store = store or open_store(cfg.store.url)
         self.credentials = Credentials()
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.delivery: DeliveryWorker | None = None
+        self.delivery_process: DeliveryProcess | None = None
         self.upstream: Upstream | None = None
         self.handler: RelayHandler | None = None
         self.metrics = Metrics()
@@ -67,7 +74,7 @@ class App:
                                "run serve without --only smtp|delivery")
         await self.store.open()
         try:
-            if "delivery" in self.parts:
+            if "delivery" in self.parts and not self.delivery_command:
                 self._start_delivery()
             if "smtp" in self.parts:
                 await self._start_smtp()
@@ -75,6 +82,9 @@ class App:
                 await self._start_hits()
             if "admin" in self.parts:
                 await self._start_admin()
+            if "delivery" in self.parts and self.delivery_command:  # last: a taken port fails first
+                self.delivery_process = DeliveryProcess(self.delivery_command)
+                await self.delivery_process.start()
         except BaseException:
             await self.stop()
             raise
@@ -126,9 +136,8 @@ class App:
                 consent_required=self.cfg.privacy.consent == "required",
             ),
         )
-        wake = self.delivery.wake if self.delivery else (lambda: None)
-        self.handler = RelayHandler(self.store, policy, on_spooled=wake, credentials=self.credentials,
-                                    clock=self.clock)
+        self.handler = RelayHandler(self.store, policy, on_spooled=self._wake_delivery,
+                                    credentials=self.credentials, clock=self.clock)
         if cfg.tls_cert:
             cert, key = cfg.tls_cert, cfg.tls_key
         else:
@@ -158,7 +167,7 @@ class App:
     async def _start_admin(self) -> None:
         register_mail_metrics(self.metrics, self.store,
                               accepted=lambda: self.handler.accepted if self.handler else 0,
-                              results=lambda: self.delivery.counts if self.delivery else {})
+                              results=self._delivery_counts)
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key)
@@ -166,6 +175,17 @@ class App:
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
                                               lambda h, p: listen(runner.server, h, p))
+
+    def _wake_delivery(self) -> None:
+        if self.delivery:
+            self.delivery.wake()
+        elif self.delivery_process:
+            self.delivery_process.wake()
+
+    def _delivery_counts(self) -> dict[str, int]:
+        if self.delivery_process:
+            return self.delivery_process.counts
+        return self.delivery.counts if self.delivery else {}
 
     async def stop(self) -> None:
         """Stop accepting, finish or release claimed deliveries, flush, close the store."""
@@ -178,6 +198,8 @@ class App:
             await server.wait_closed()
         if self.delivery:
             await self.delivery.stop()
+        if self.delivery_process:
+            await self.delivery_process.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

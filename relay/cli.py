@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "serve":
             # uvloop: the same asyncio API, about a fifth more mail and hits per second
-            return uvloop.run(_serve(cfg, args.only))
+            return uvloop.run(_serve(cfg, args))
         return asyncio.run(_with_store(cfg, args.handler, args))
     except (TrackrelayError, ValueError) as e:
         print(f"trackrelay: {e}", file=sys.stderr)
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = verbs.add_parser("serve", parents=[common], help="run the relay")
     serve.add_argument("--only", choices=PARTS, help="run one part alone (scale-out)")
+    # set by `serve` for its delivery process: wake and stop through stdin, report on stdout
+    serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     init = verbs.add_parser("init", parents=[common], help="write a commented config with fresh secrets")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     verbs.add_parser("check-config", parents=[common], help="validate the config and exit")
@@ -101,10 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(cfg: Config, only: str | None) -> int:
+async def _serve(cfg: Config, args: Any) -> int:
     from relay.app import App  # the servers' imports are only paid for by `serve`
 
-    app = App(cfg, only)
+    only = args.only
+    if args.child:
+        return await _serve_as_child(App(cfg, "delivery"))
+    child = [sys.executable, "-m", "relay.cli", "serve", "--only", "delivery", "--child"]
+    app = App(cfg, only, delivery_command=child + (["-c", args.config] if args.config else []))
+    # before starting: a SIGTERM while the delivery process starts (listeners are up) is a clean stop
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await app.start()
     if only in (None, "admin"):
         first = await app.ensure_first_admin()
@@ -113,14 +124,18 @@ async def _serve(cfg: Config, only: str | None) -> int:
     for name in app.servers:
         sock = app.servers[name].sockets[0].getsockname()
         log.info("%s listening on %s:%s", name, sock[0], sock[1])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info("trackrelay running (%s); store %s", ", ".join(app.parts), cfg.store.url.split("@")[-1])
     await stop.wait()
     log.info("shutting down")
     await app.stop()
+    return 0
+
+
+async def _serve_as_child(app: Any) -> int:
+    from relay.delivery_process import serve_parent
+
+    await app.start()
+    await serve_parent(app.delivery.wake, lambda: app.delivery.counts, app.stop)
     return 0
 
 
@@ -302,6 +317,9 @@ retry_intervals = ["1m", "5m", "15m", "1h", "4h"]
 max_age = "5d"
 # messages in flight at once; at most upstream.pool_size of them are talking to the upstream
 workers = 60
+# serve delivers from a child process, so intake and delivery each get a core
+# (false: one process; never split with upstream auth = "passthrough")
+separate_process = true
 
 [privacy]
 anonymize_ip = true

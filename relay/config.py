@@ -99,6 +99,9 @@ class DeliveryConfig:
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 14400.0)
     max_age: float = 5 * 86400.0
     workers: int = 60  # messages in flight (claimed, rewritten, sending); upstream.pool_size caps connections
+    # `serve` runs delivery in a child process of its own, so intake and delivery each get a core
+    # (never with upstream.auth = "passthrough": the passwords are in the SMTP process's memory)
+    separate_process: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 # bench/lib/relay.sh -- sourced by bench/run.sh. The system under test: `trackrelay serve`.
 #
-# One relay process with all its parts (SMTP, delivery, hits, admin) on loopback ports,
+# One `serve` with all its parts (SMTP, hits, admin; delivery in its child process) on loopback ports,
 # its own SQLite store under $WORK/relay, delivering upstream to the bench's smtp-sink.
 # smtp-source cannot AUTH, so 127.0.0.0/8 is a trusted network: the mail belongs to the
 # user owning MAIL FROM ($BENCH_FROM), created here. The rate limit is off (0).
@@ -81,7 +81,7 @@ relay_launch() {
     RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
   fi
   # listening, and still alive a moment later (not a port someone else holds)
-  if ! wait_port "$RELAY_SMTP" 30 "$RELAY_PID" || ! { sleep 0.5; relay_alive; }; then
+  if ! wait_port "$RELAY_SMTP" 30 "$RELAY_PID" || ! relay_running 30 || ! { sleep 0.5; relay_alive; }; then
     log "relay did not start (smtp 127.0.0.1:$RELAY_SMTP); last log lines:"
     tail -5 "$RELAY_LOG" | sed 's/^/    /' >&2
     return 1
@@ -93,6 +93,17 @@ relay_launch() {
 relay_policy() {
   relay_cli policy set "$BENCH_FROM" "mode=$1" >>"$WORK/relay/setup.log" 2>&1 \
     || { log "relay: policy mode=$1 failed: $(tail -2 "$WORK/relay/setup.log")"; return 1; }
+}
+
+# relay_running SECONDS: the log says every part is up (serve's delivery process starts last)
+relay_running() {
+  local i
+  for ((i = 0; i < $1 * 10; i++)); do
+    grep -q "trackrelay running" "$RELAY_LOG" && return 0
+    relay_alive || return 1
+    sleep 0.1
+  done
+  return 1
 }
 
 relay_alive() { [[ -n $RELAY_PID ]] && pid_alive "$RELAY_PID"; }

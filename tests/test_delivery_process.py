@@ -1,0 +1,122 @@
+"""`serve` delivers from a child process: woken per mail, restarted when it dies, gone with its parent."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from relay.delivery_process import parse_counts
+from test_durability import relay_with_user, send_all, start_relay, start_sink, stop
+
+
+def delivery_children(pid: int) -> list[int]:
+    """PIDs of `serve --only delivery --child` processes whose parent is pid (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:  # it just ended
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--child" in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def until(check, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not true after {timeout} s: {check}")
+
+
+def delivery_pids(log: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"delivery runs in process (\d+)", log.read_text())]
+
+
+async def delivered_total(env: dict) -> int:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://{env['TRACKRELAY_ADMIN_LISTEN']}/metrics") as resp:
+            text = await resp.text()
+    return int(float(re.search(r'^trackrelay_deliveries_total\{result="delivered"\} (\S+)$', text, re.M).group(1)))
+
+
+async def until_delivered_total(env: dict, expected: int) -> None:
+    for _ in range(50):
+        if await delivered_total(env) == expected:
+            return
+        await asyncio.sleep(0.1)
+    assert await delivered_total(env) == expected
+
+
+def test_the_child_reports_only_well_formed_counts():
+    assert parse_counts(b'{"sent": 3, "deferred": 1}\n', {}) == {"sent": 3, "deferred": 1}
+    assert parse_counts(b"not json\n", {"sent": 2}) == {"sent": 2}
+    assert parse_counts(b'{"sent": "3"}\n', {"sent": 2}) == {"sent": 2}
+    assert parse_counts(b"[1]\n", {"sent": 2}) == {"sent": 2}
+
+
+async def test_a_killed_delivery_process_is_replaced_and_its_counts_kept(tmp_path):
+    env, smtp_port, sink_port = relay_with_user(tmp_path)
+    log = tmp_path / "relay.log"
+    sink, server = await start_sink(sink_port)
+    relay = await start_relay(env, smtp_port, log)
+    try:
+        await until(lambda: delivery_pids(log))
+        first = delivery_pids(log)[0]
+        assert first in delivery_children(relay.pid)
+        await send_all(smtp_port, 5)
+        await sink.wait_for(5, timeout=20)
+        await until_delivered_total(env, 5)  # the child reports within a second
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: len(delivery_pids(log)) == 2)
+        second = delivery_pids(log)[1]
+        assert second != first and second in delivery_children(relay.pid)
+        await send_all(smtp_port, 5)
+        await sink.wait_for(10, timeout=20)
+        await until_delivered_total(env, 10)  # the dead child's count plus the new one's
+        assert len(sink.messages) == 10  # the same five mails sent twice, each time delivered once
+        assert "exited with status -9: starting another" in log.read_text()
+    finally:
+        server.close()
+        assert await stop(relay) == 0
+    assert gone(second)
+
+
+async def test_the_delivery_process_ends_with_a_killed_parent(tmp_path):
+    env, smtp_port, _ = relay_with_user(tmp_path)
+    log = tmp_path / "relay.log"
+    relay = await start_relay(env, smtp_port, log)
+    await until(lambda: delivery_pids(log))
+    child = delivery_pids(log)[0]
+    await stop(relay, signal.SIGKILL)
+    await until(lambda: gone(child))  # its stdin ended: it finishes and exits, no orphan left
+
+
+async def test_delivery_stays_in_the_serve_process_when_configured_or_passthrough(tmp_path):
+    for name, value in (("TRACKRELAY_DELIVERY_SEPARATE_PROCESS", "false"), ("TRACKRELAY_UPSTREAM_AUTH", "passthrough")):
+        run = tmp_path / name
+        run.mkdir()
+        env, smtp_port, _ = relay_with_user(run)
+        env[name] = value
+        log = run / "relay.log"
+        relay = await start_relay(env, smtp_port, log)
+        try:
+            await until(lambda: "trackrelay running" in log.read_text())
+            assert delivery_children(relay.pid) == [] and delivery_pids(log) == []
+        finally:
+            assert await stop(relay) == 0
