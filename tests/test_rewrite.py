@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corpus import corpus_files, manifest, require_corpus
-from relay.rewrite import Link, RewritePlan, RewriteResult, rewrite_copies, rewrite_html, rewrite_message
+from relay.rewrite import Link, RewritePlan, RewriteResult, _stamper, rewrite_copies, rewrite_html, rewrite_message
 from relay.rewrite_html import clean_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -583,6 +583,7 @@ def test_a_token_cut_by_a_soft_line_break_is_swapped_as_well() -> None:
     assert results[0].data.count(plans[0].token.encode()) == 1 and len(results[0].links) == 1
     assert results == [rewrite_message(raw, plan) for plan in plans]
     assert quopri.decodestring(results[1].data).decode().count(plans[1].token) == 2
+    assert _stamper(raw, plans[0], results[0]) is not None  # stamped, not rewritten twice
 
 
 @settings(max_examples=200, deadline=None)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import email
 import json
+import secrets
 import statistics
 import sys
 import time
@@ -155,10 +156,13 @@ def main() -> int:
         else:
             res["error"] = unavailable
         if copies is not None and plan is not None:
-            # a mail to three recipients: three tokens, one rewrite (relay.rewrite.rewrite_copies)
-            plans3 = [replace(plan, token=t, pixel_url=f"{BASE}/o/{t}.gif", click_base=f"{BASE}/c/{t}/")
-                      for t in (TOKEN, TOKEN[::-1], TOKEN.swapcase())]
-            cases["copies3"] = lambda: copies(raw, plans3)
+            # a mail to three recipients: three new tokens, one rewrite (relay.rewrite.rewrite_copies);
+            # new on every call as in delivery, so nothing cached per token helps here
+            def copies3(raw=raw, plan=plan):
+                plans = [replace(plan, token=t, pixel_url=f"{BASE}/o/{t}.gif", click_base=f"{BASE}/c/{t}/")
+                         for t in (secrets.token_urlsafe(18) for _ in range(3))]
+                return copies(raw, plans)
+            cases["copies3"] = copies3
         if html_plan is not None:
             try:
                 rh.rewrite_html(texts[0], html_plan)
