@@ -27,7 +27,19 @@ def _normalize_if_needed(message: bytes) -> bytes:
     return _normalize_line_endings(message)
 
 
+class _DotStuffing:
+    """aiosmtplib doubles a leading dot with a (?m)^\\. regex (13% of the delivery process's CPU
+    on a 20 KB mail); bytes.replace gives the same bytes at C speed."""
+
+    @staticmethod
+    def sub(repl: bytes, message: bytes) -> bytes:
+        assert repl == b".."
+        stuffed = message.replace(b"\n.", b"\n..")
+        return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
 aiosmtplib.protocol.normalize_message_line_endings = _normalize_if_needed
+aiosmtplib.protocol.PERIOD_REGEX = _DotStuffing
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import smtplib
 import ssl
 import subprocess
@@ -12,9 +13,12 @@ from email.policy import compat32
 
 import aiosmtplib
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import PASSWORD, add_user, make_config, relay_to, require_tool
 from corpus import corpus_files, require_corpus
+from relay.upstream import _DotStuffing
 
 
 def simple_mail(sender: str = "alice@example.com", to: str = "bob@example.org", subject: str = "hello",
@@ -163,6 +167,11 @@ async def test_dot_stuffing_round_trips(sink, start_app, tmp_path):
     await send(app.port("smtp"), data)
     [got] = await sink.wait_for(1)
     assert got.data == data
+
+
+@given(st.lists(st.sampled_from([b".", b"..", b"\r\n", b"\n", b"\r", b"x"])).map(b"".join))
+def test_our_dot_stuffing_gives_aiosmtplib_s_bytes(message):
+    assert _DotStuffing.sub(b"..", message) == re.compile(rb"(?m)^\.").sub(b"..", message)
 
 
 async def test_upstream_4xx_then_recovery(sink, start_app, tmp_path):
