@@ -12,7 +12,7 @@
 # See bench/README.md. Everything it starts is stopped by PID on exit; all state is in
 # $WORK (default /tmp/trackrelay-bench, wiped at start).
 #
-# Knobs (environment): N=1000 mails per SMTP run, REPS=3 rounds, CONC=20 sessions,
+# Knobs (environment): N=1000 mails per SMTP run, REPS=5 rounds, CONC=20 sessions,
 #   TRACK_CONC=$CONC, E2E_TIMEOUT=180 (s per SMTP run), RUNS=300 rewrite calls per case,
 #   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=2 (wrk), BASE_PORT=27500 (uses 6 ports from it),
 #   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench,
@@ -26,7 +26,7 @@ VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 PY=$VENV_BIN/python
 WORK=${WORK:-/tmp/trackrelay-bench}
 N=${N:-1000}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 CONC=${CONC:-20}
 TRACK_CONC=${TRACK_CONC:-$CONC}
 E2E_TIMEOUT=${E2E_TIMEOUT:-180}

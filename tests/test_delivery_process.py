@@ -5,11 +5,15 @@ import asyncio
 import os
 import re
 import signal
+import sys
+import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from relay.delivery_process import parse_counts
+from relay.delivery_process import DeliveryProcess, parse_counts
+from relay.errors import StartupError
 from test_durability import relay_with_user, send_all, start_relay, start_sink, stop
 
 
@@ -68,6 +72,32 @@ def test_the_child_reports_only_well_formed_counts():
     assert parse_counts(b"not json\n", {"sent": 2}) == {"sent": 2}
     assert parse_counts(b'{"sent": "3"}\n', {"sent": 2}) == {"sent": 2}
     assert parse_counts(b"[1]\n", {"sent": 2}) == {"sent": 2}
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def test_a_child_that_dies_while_starting_is_a_startup_error():
+    child = DeliveryProcess(python("import sys; sys.exit(3)"))
+    with pytest.raises(StartupError, match=r"did not start \(exit status 3"):
+        await child.start()
+
+
+async def test_a_child_that_never_says_ready_is_killed_and_a_startup_error():
+    child = DeliveryProcess(python("import time; time.sleep(60)"), start_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(StartupError, match=r"exit status -9"):
+        await child.start()
+    assert time.monotonic() - started < 10
+
+
+async def test_a_child_that_ignores_the_end_of_its_stdin_is_killed_at_stop():
+    child = DeliveryProcess(python("import time; print('ready', flush=True); time.sleep(60)"), stop_timeout=0.5)
+    await child.start()
+    started = time.monotonic()
+    await child.stop()
+    assert time.monotonic() - started < 10
 
 
 async def test_a_killed_delivery_process_is_replaced_and_its_counts_kept(tmp_path):
