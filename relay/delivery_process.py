@@ -173,11 +173,7 @@ async def serve_parent(wake: Callable[[], None], counts: Callable[[], Mapping[st
             out = None
         reported = now
 
-    while not gone.is_set():
-        try:
-            await asyncio.wait_for(gone.wait(), 1.0)
-        except asyncio.TimeoutError:
-            pass
+    while not await _set_within(gone, 1.0):
         report()
     await stop()
     report()
