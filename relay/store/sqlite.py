@@ -79,7 +79,7 @@ class SqliteStore(ReportsMixin):
         return await self._runner.write(job)
 
     async def user_by_email(self, email: str) -> User | None:
-        return await self._runner.read(
+        return await self._runner.read_point(
             lambda c: _user(c.execute("SELECT * FROM users WHERE email = ?", (email.lower(),)).fetchone())
         )
 
@@ -124,7 +124,7 @@ class SqliteStore(ReportsMixin):
 
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail, in one read: the user's policy and the privacy rules."""
-        return await self._runner.read(lambda c: (_policy(c, user_id), _privacy_rules(c, addresses)))
+        return await self._runner.read_point(lambda c: (_policy(c, user_id), _privacy_rules(c, addresses)))
 
     async def privacy_list(self, kind: str) -> list[str]:
         table, column = _PRIVACY_TABLES[kind]

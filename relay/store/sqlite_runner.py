@@ -65,6 +65,11 @@ class SqliteRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, job)
 
+    async def read_point(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """A read an index answers in microseconds, run on the caller's thread: the hand-off
+        to a reader thread and back cost more than the query (SMTP intake: +10 % mail/s)."""
+        return self._run_read(job)
+
     def _run_read(self, job: Job) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
