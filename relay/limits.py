@@ -20,12 +20,18 @@ class RateLimiter:
         self._hits: OrderedDict[Hashable, deque[float]] = OrderedDict()
 
     def blocked(self, key: Hashable) -> bool:
-        """Whether `key` is at its limit now (counts nothing)."""
-        return self.limit > 0 and len(self._recent(key, self.clock())) >= self.limit
+        """Whether `key` is at its limit now (counts nothing, remembers nothing new)."""
+        events = self._hits.get(key)
+        return self.limit > 0 and events is not None and len(self._expire(events, self.clock())) >= self.limit
 
     def add(self, key: Hashable) -> None:
-        """Count one event against `key`."""
-        self._recent(key, self.clock()).append(self.clock())
+        """Count one event against `key` (without a limit there is nothing to count)."""
+        if self.limit <= 0:
+            return
+        now = self.clock()
+        events = self._hits.setdefault(key, deque())
+        self._hits.move_to_end(key)
+        self._expire(events, now).append(now)
         while len(self._hits) > self.max_keys:
             self._hits.popitem(last=False)
 
@@ -39,9 +45,7 @@ class RateLimiter:
                 self.add(key)
         return allowed
 
-    def _recent(self, key: Hashable, now: float) -> deque[float]:
-        events = self._hits.setdefault(key, deque())
-        self._hits.move_to_end(key)
+    def _expire(self, events: deque[float], now: float) -> deque[float]:
         while events and now - events[0] >= self.window:
             events.popleft()
         return events

@@ -88,6 +88,7 @@ def test_rate_limiter_window_and_keys():
     small = RateLimiter(1, 60, max_keys=2)  # memory stays bounded: the oldest keys are forgotten
     assert small.allow("a") and small.allow("b") and small.allow("c") and small.allow("a")
     assert len(small._hits) == 2
+    assert not small.blocked("never-seen") and len(small._hits) == 2  # a look-up remembers nothing
 
 
 # login, sessions, CSRF
