@@ -1,9 +1,10 @@
 """Run sqlite3 work off the event loop: one writer thread with group commit, reader threads.
 
 Why not aiosqlite: under HTTP load its worker thread starves and a cancelled flush
-loses rows (DESIGN, "Measured"). Here every write job of a batch runs in its own
-SAVEPOINT inside one transaction, then one COMMIT (one fsync) answers them all, so
-twenty SMTP sessions spooling at once cost one disk sync, not twenty.
+loses rows (DESIGN, "Measured"). Here the write jobs waiting at once run in one
+transaction, and one COMMIT (one fsync) answers them all, so twenty SMTP sessions
+spooling at once cost one disk sync, not twenty. If a job fails, the batch is rolled
+back and run again with each job in its own SAVEPOINT, so only that job fails.
 """
 from __future__ import annotations
 
