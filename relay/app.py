@@ -53,8 +53,8 @@ class App:
         self.store = store or open_store(cfg.store.url)
         self.credentials = Credentials()
         self.servers: dict[str, asyncio.base_events.Server] = {}
-        self.delivery: DeliveryWorker | None = None
-        self.delivery_process: DeliveryProcess | None = None
+        # in this process, or a child process with the same wake(), counts and stop()
+        self.delivery: DeliveryWorker | DeliveryProcess | None = None
         self.upstream: Upstream | None = None
         self.handler: RelayHandler | None = None
         self.metrics = Metrics()
@@ -83,8 +83,8 @@ class App:
             if "admin" in self.parts:
                 await self._start_admin()
             if "delivery" in self.parts and self.delivery_command:  # last: a taken port fails first
-                self.delivery_process = DeliveryProcess(self.delivery_command)
-                await self.delivery_process.start()
+                self.delivery = DeliveryProcess(self.delivery_command)
+                await self.delivery.start()
         except BaseException:
             await self.stop()
             raise
@@ -167,7 +167,7 @@ class App:
     async def _start_admin(self) -> None:
         register_mail_metrics(self.metrics, self.store,
                               accepted=lambda: self.handler.accepted if self.handler else 0,
-                              results=self._delivery_counts)
+                              results=lambda: self.delivery.counts if self.delivery else {})
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key)
@@ -177,15 +177,9 @@ class App:
                                               lambda h, p: listen(runner.server, h, p))
 
     def _wake_delivery(self) -> None:
+        # a method, not the worker's own: the delivery process starts after the SMTP listener
         if self.delivery:
             self.delivery.wake()
-        elif self.delivery_process:
-            self.delivery_process.wake()
-
-    def _delivery_counts(self) -> dict[str, int]:
-        if self.delivery_process:
-            return self.delivery_process.counts
-        return self.delivery.counts if self.delivery else {}
 
     async def stop(self) -> None:
         """Stop accepting, finish or release claimed deliveries, flush, close the store."""
@@ -198,8 +192,6 @@ class App:
             await server.wait_closed()
         if self.delivery:
             await self.delivery.stop()
-        if self.delivery_process:
-            await self.delivery_process.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
