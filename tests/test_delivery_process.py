@@ -1,7 +1,6 @@
 """`serve` delivers from a child process: woken per mail, restarted when it dies, gone with its parent."""
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hits_helpers import wait_until
 from relay.delivery_process import DeliveryProcess, parse_counts
 from relay.errors import StartupError
 from test_durability import relay_with_user, send_all, start_relay, start_sink, stop
@@ -40,14 +40,6 @@ def gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-async def until(check, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not true after {timeout} s: {check}")
-
-
 def delivery_pids(log: Path) -> list[int]:
     return [int(p) for p in re.findall(r"delivery runs in process (\d+)", log.read_text())]
 
@@ -59,12 +51,8 @@ async def delivered_total(env: dict) -> int:
     return int(float(re.search(r'^trackrelay_deliveries_total\{result="delivered"\} (\S+)$', text, re.M).group(1)))
 
 
-async def until_delivered_total(env: dict, expected: int) -> None:
-    for _ in range(50):
-        if await delivered_total(env) == expected:
-            return
-        await asyncio.sleep(0.1)
-    assert await delivered_total(env) == expected
+async def delivered(env: dict, expected: int) -> bool:
+    return await delivered_total(env) == expected
 
 
 def test_the_child_reports_only_well_formed_counts():
@@ -106,19 +94,19 @@ async def test_a_killed_delivery_process_is_replaced_and_its_counts_kept(tmp_pat
     sink, server = await start_sink(sink_port)
     relay = await start_relay(env, smtp_port, log)
     try:
-        await until(lambda: delivery_pids(log))
+        await wait_until(lambda: delivery_pids(log), 20)
         first = delivery_pids(log)[0]
         assert first in delivery_children(relay.pid)
         await send_all(smtp_port, 5)
         await sink.wait_for(5, timeout=20)
-        await until_delivered_total(env, 5)  # the child reports within a second
+        await wait_until(lambda: delivered(env, 5), 5)  # the child reports within a second
         os.kill(first, signal.SIGKILL)
-        await until(lambda: len(delivery_pids(log)) == 2)
+        await wait_until(lambda: len(delivery_pids(log)) == 2, 20)
         second = delivery_pids(log)[1]
         assert second != first and second in delivery_children(relay.pid)
         await send_all(smtp_port, 5)
         await sink.wait_for(10, timeout=20)
-        await until_delivered_total(env, 10)  # the dead child's count plus the new one's
+        await wait_until(lambda: delivered(env, 10), 5)  # the dead child's count plus the new one's
         assert len(sink.messages) == 10  # the same five mails sent twice, each time delivered once
         assert "exited with status -9: starting another" in log.read_text()
     finally:
@@ -131,10 +119,10 @@ async def test_the_delivery_process_ends_with_a_killed_parent(tmp_path):
     env, smtp_port, _ = relay_with_user(tmp_path)
     log = tmp_path / "relay.log"
     relay = await start_relay(env, smtp_port, log)
-    await until(lambda: delivery_pids(log))
+    await wait_until(lambda: delivery_pids(log), 20)
     child = delivery_pids(log)[0]
     await stop(relay, signal.SIGKILL)
-    await until(lambda: gone(child))  # its stdin ended: it finishes and exits, no orphan left
+    await wait_until(lambda: gone(child), 20)  # its stdin ended: it finishes and exits, no orphan left
 
 
 async def test_delivery_stays_in_the_serve_process_when_configured_or_passthrough(tmp_path):
@@ -146,7 +134,7 @@ async def test_delivery_stays_in_the_serve_process_when_configured_or_passthroug
         log = run / "relay.log"
         relay = await start_relay(env, smtp_port, log)
         try:
-            await until(lambda: "trackrelay running" in log.read_text())
+            await wait_until(lambda: "trackrelay running" in log.read_text(), 20)
             assert delivery_children(relay.pid) == [] and delivery_pids(log) == []
         finally:
             assert await stop(relay) == 0
