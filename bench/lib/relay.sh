@@ -80,8 +80,8 @@ relay_launch() {
   else
     RELAY_PID=$(start_bg trackrelay "$RELAY_LOG" "$VENV_BIN/trackrelay" serve -c "$RELAY_CONF")
   fi
-  # listening, and still alive a moment later (not a port someone else holds)
-  if ! wait_port "$RELAY_SMTP" 30 "$RELAY_PID" || ! relay_running 30 || ! { sleep 0.5; relay_alive; }; then
+  # every part up (its log says so once all its listeners are), and still alive a moment later
+  if ! relay_running 30 || ! { sleep 0.5; relay_alive; }; then
     log "relay did not start (smtp 127.0.0.1:$RELAY_SMTP); last log lines:"
     tail -5 "$RELAY_LOG" | sed 's/^/    /' >&2
     return 1
@@ -95,7 +95,8 @@ relay_policy() {
     || { log "relay: policy mode=$1 failed: $(tail -2 "$WORK/relay/setup.log")"; return 1; }
 }
 
-# relay_running SECONDS: the log says every part is up (serve's delivery process starts last)
+# relay_running SECONDS: the log says every part is up (after its listeners and serve's
+# delivery process, which starts last); fails at once if the relay exits (a taken port, say)
 relay_running() {
   local i
   for ((i = 0; i < $1 * 10; i++)); do
