@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench system-deps clean
+.PHONY: run test bench fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	bash bench/run.sh
+
+# the fuzz targets of tests/fuzz/ for minutes instead of the seconds `make test` gives them
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	TRACKRELAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var

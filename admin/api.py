@@ -19,7 +19,7 @@ from admin.keys import SETTINGS, STORE, USER, mail_scope, request_user
 from relay.auth import token_hash
 from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy, parse_policy_updates
-from relay.store import EventReport, HitCounts, LinkReport, MessageReport, Notification, RecipientReport
+from relay.records import EventReport, HitCounts, LinkReport, MessageReport, Notification, RecipientReport
 
 PREFIX = "/api/"
 MAX_LIMIT = 1000

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from relay.metrics import Metrics
-from relay.store import Store, User
+from relay.store import Store
+from relay.records import User
 
 
 @dataclass(frozen=True)

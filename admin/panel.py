@@ -46,7 +46,7 @@ from admin.sessions import (
 )
 from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
-from relay.store import MessageReport
+from relay.records import MessageReport
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

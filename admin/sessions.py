@@ -24,7 +24,7 @@ from aiohttp import web
 from admin.keys import SETTINGS, STORE
 from relay.limits import RateLimiter
 from relay.netaddr import client_ip
-from relay.store import User
+from relay.records import User
 
 SESSION_COOKIE = "trackrelay_session"
 LOGIN_COOKIE = "trackrelay_login"  # the login form's CSRF token (double submit)

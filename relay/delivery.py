@@ -21,7 +21,8 @@ from relay.intake import new_queue_id
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
 from relay.smtpd import Credentials
-from relay.store import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult, Store
+from relay.store import Store
+from relay.records import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult
 from relay.upstream import SendOutcome, Upstream
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Protocol, Sequence
 
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
-from relay.store import NewEvent
+from relay.records import NewEvent
 
 log = logging.getLogger(__name__)
 

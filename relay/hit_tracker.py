@@ -20,7 +20,7 @@ from relay.errors import StoreUnavailable
 from relay.hit_recorder import HitRecorder
 from relay.metrics import Metrics
 from relay.netaddr import anonymize_ip
-from relay.store import CopyTarget, NewEvent
+from relay.records import CopyTarget, NewEvent
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from relay.control import header_values, read_controls, strip_controls
 from relay.policy import PrivacyRules, UserPolicy, decide
-from relay.store import NewCopy, NewMessage, NewRecipient
+from relay.records import NewCopy, NewMessage, NewRecipient
 
 def new_token() -> str:
     """144 random bits, URL-safe; carries no personal data."""

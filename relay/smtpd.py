@@ -23,7 +23,8 @@ from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
 from relay.intake import TrackingRules, build_message, new_queue_id
 from relay.limits import RateLimiter
-from relay.store import Store, User
+from relay.store import Store
+from relay.records import User
 
 log = logging.getLogger(__name__)
 END_OF_DATA = b"\r\n.\r\n"

@@ -13,7 +13,7 @@ import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import config as config_mod
-from relay.app import App
+from trackrelay.app import App
 from relay.auth import hash_password
 from relay.store.sqlite import SqliteStore
 
@@ -23,7 +23,7 @@ _HASH = hash_password(PASSWORD)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable]:
-    # `trackrelay serve` runs on uvloop (relay/cli.py), so every async test does too
+    # `trackrelay serve` runs on uvloop (trackrelay/cli.py), so every async test does too
     return {"uvloop": uvloop.new_event_loop}
 
 

@@ -9,7 +9,7 @@ from relay.errors import StoreUnavailable
 from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.metrics import Metrics
 from relay.netaddr import anonymize_ip, client_ip, parse_networks
-from relay.store import NewEvent
+from relay.records import NewEvent
 
 FAST = RecorderSettings(linger=0.0, retry_initial=0.01, retry_max=0.02)
 

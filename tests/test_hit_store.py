@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from relay.policy import UserPolicy
-from relay.store import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
+from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
 from relay.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0

@@ -9,7 +9,7 @@ import pytest
 
 from relay.control import Choice
 from relay.policy import UserPolicy
-from relay.store import NewCopy, NewMessage, NewRecipient, RecipientResult
+from relay.records import NewCopy, NewMessage, NewRecipient, RecipientResult
 
 MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
 

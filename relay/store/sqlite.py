@@ -12,7 +12,7 @@ from typing import Sequence
 from relay.control import Choice
 from relay.errors import StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy
-from relay.store import (
+from relay.records import (
     ClaimedMessage,
     CopyRef,
     CopyTarget,

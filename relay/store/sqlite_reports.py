@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from relay.errors import StoreUnavailable
-from relay.store import (
+from relay.records import (
     EventReport,
     HitCounts,
     LinkReport,

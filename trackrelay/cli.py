@@ -104,12 +104,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(cfg: Config, args: Any) -> int:
-    from relay.app import App  # the servers' imports are only paid for by `serve`
+    from trackrelay.app import App  # the servers' imports are only paid for by `serve`
 
     only = args.only
     if args.child:
         return await _serve_as_child(App(cfg, "delivery"))
-    child = [sys.executable, "-m", "relay.cli", "serve", "--only", "delivery", "--child"]
+    child = [sys.executable, "-m", "trackrelay.cli", "serve", "--only", "delivery", "--child"]
     app = App(cfg, only, delivery_command=child + (["-c", args.config] if args.config else []))
     # before starting: a SIGTERM while the delivery process starts (listeners are up) is a clean stop
     stop = asyncio.Event()

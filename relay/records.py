@@ -1,0 +1,198 @@
+"""Values that cross the store's boundary: plain frozen dataclasses, no driver types.
+
+The engine (intake, delivery, hits) and the panel build and read these; store engines
+turn them into rows and back. Times are float unix seconds; the API renders RFC 3339.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay.control import Choice
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    is_admin: bool
+    password_hash: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
+class NewCopy:
+    """One rewritten copy: per recipient, or shared by many above tracking.max_split."""
+
+    token: str
+    recipient: str | None
+    opens: bool
+    clicks: bool
+    text_links: bool = False
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    address: str
+    copy_index: int | None  # index into NewMessage.copies; None = untracked, original bytes
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    queue_id: str
+    user_id: int | None
+    mail_from: str
+    message_id: str
+    subject: str
+    body: bytes
+    received_at: float
+    client_ip: str
+    recipients: tuple[NewRecipient, ...]
+    copies: tuple[NewCopy, ...] = ()
+    track_opens: bool = False
+    track_clicks: bool = False
+    sticky_choice: Choice | None = None  # the user's new sticky default, stored with the mail
+    is_dsn: bool = False
+
+
+@dataclass(frozen=True)
+class CopyRef:
+    id: int
+    token: str
+    recipient: str | None
+    opens: bool
+    clicks: bool
+    text_links: bool
+
+
+@dataclass(frozen=True)
+class PendingRecipient:
+    id: int
+    address: str
+    attempts: int
+    copy: CopyRef | None
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    queue_id: str
+    user_id: int | None
+    mail_from: str
+    received_at: float
+    body: bytes
+    recipients: tuple[PendingRecipient, ...]
+    links_saved: bool
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    recipient_id: int
+    status: str  # "sent", "deferred" or "bounced"
+    detail: str = ""
+    next_attempt_at: float | None = None  # for "deferred"
+
+
+@dataclass(frozen=True)
+class CopyTarget:
+    """What the hits server needs to know about a token."""
+
+    copy_id: int
+    message_id: int
+    user_id: int | None
+    recipient: str | None
+    delivered_at: float | None
+    links: dict[int, str]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    copy_id: int
+    message_id: int
+    type: str  # "open" | "click"
+    at: float
+    position: int | None
+    ip: str
+    user_agent: str
+    cls: str
+    implied: bool = False
+
+
+@dataclass(frozen=True)
+class HitCounts:
+    """Counts over a set of events. Implied opens (a click on a copy whose open was not
+    seen) count as opens of the click's class; machine hits count in opens/clicks only."""
+
+    opens: int = 0
+    human_opens: int = 0
+    clicks: int = 0
+    human_clicks: int = 0
+    first_open_at: float | None = None
+    last_open_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    address: str
+    status: str
+    tracked: bool
+    shared: bool  # the copy went to several recipients: counts are that shared copy's
+    counts: HitCounts
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    position: int
+    url: str
+    clicks: int
+    human_clicks: int
+
+
+@dataclass(frozen=True)
+class EventReport:
+    type: str
+    at: float
+    recipient: str | None
+    url: str | None
+    ip: str
+    user_agent: str
+    cls: str
+    implied: bool
+
+
+@dataclass(frozen=True)
+class MessageReport:
+    id: int
+    user_id: int | None
+    message_id: str
+    subject: str
+    received_at: float
+    sent_at: float | None  # first delivery to any recipient
+    status: str
+    track_opens: bool
+    track_clicks: bool
+    counts: HitCounts
+    recipients: tuple[RecipientReport, ...]
+    links: tuple[LinkReport, ...] = ()
+    events: tuple[EventReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    message_id: int | None  # the store's id, as in /api/v1/messages/<id>
+    message_header_id: str  # the mail's Message-ID
+    subject: str
+    type: str  # "open" | "click"
+    recipient: str | None
+    url: str | None
+    text: str
+    at: float
+    read: bool
+
+
+@dataclass(frozen=True)
+class PanelSession:
+    """A web panel login, found by the hash of its cookie's id."""
+
+    user: User
+    created_at: float
+    last_seen: float
