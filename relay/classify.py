@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from functools import cache, lru_cache, partial
 from importlib import resources
 
-from relay.netaddr import parse_ip
+from relay.netaddr import Network, parse_ip
 
 HUMAN, PROXY, PREFETCH, SCANNER, SELF = "human", "proxy", "prefetch", "scanner", "self"
 CLASSES = (HUMAN, PROXY, PREFETCH, SCANNER, SELF)
@@ -82,9 +82,6 @@ _PURPOSE = re.compile(r"prefetch|preview|prerender", re.IGNORECASE)
 _UA_MPP, _UA_WEBKIT, _UA_PERSON = "mpp", "webkit", "person"
 _APPLE, _SCANNER_NET, _PROXY_NET = 1, 2, 4  # bit flags of an IP's networks
 _DECISIVE = ("proxy", "prefetch", "mpp", "scanner", "mail-client")
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,6 @@
 """One error root for the relay; expected outcomes are result values, not exceptions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 
 class TrackrelayError(Exception):
@@ -22,13 +21,3 @@ class StartupError(TrackrelayError):
 
 class StoreUnavailable(TrackrelayError, ConnectionError):
     """The store cannot be reached or written right now; callers retry later."""
-
-
-@dataclass(frozen=True)
-class SmtpReply:
-    code: int
-    enhanced: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
