@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -16,6 +16,7 @@ from hits_helpers import wait_until
 from relay.config import parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.records import NewMessage, NewRecipient
+from relay.store.sqlite import SqliteStore
 from relay.upstream import SmtpUpstream
 
 LEASE = 1.0
@@ -50,8 +51,7 @@ async def test_a_delivery_longer_than_its_lease_is_not_claimed_by_another_worker
                                 hostname="relay.test", lease=LEASE, poll=0.05)
     target = parse_upstream_url(f"smtp://127.0.0.1:{sink.port}")
     first = DeliveryWorker(store, SmtpUpstream(target, timeout=30), settings, name="first")
-    second = DeliveryWorker(store, SmtpUpstream(target, timeout=30), settings.__class__(
-        **{**settings.__dict__, "workers": 2}), name="second")
+    second = DeliveryWorker(store, SmtpUpstream(target, timeout=30), replace(settings, workers=2), name="second")
     slow = await store.spool(mail("SLOW"))
     runs = [asyncio.create_task(first.run())]
     try:
@@ -69,7 +69,7 @@ async def test_a_delivery_longer_than_its_lease_is_not_claimed_by_another_worker
         [later] = await sink.wait_for(1)
         assert b"LATER" in later.data
         sink.go.set()
-        await wait_until(async_status(store, slow, "sent"))
+        await wait_until(lambda: has_status(store, slow, "sent"))
         assert sorted(m.data.split(b"\r\n\r\n")[1].strip() for m in sink.messages) == [b"LATER", b"SLOW"]
         assert first.counts["sent"] == 1 and second.counts["sent"] == 1
     finally:
@@ -80,7 +80,5 @@ async def test_a_delivery_longer_than_its_lease_is_not_claimed_by_another_worker
         server.close()
 
 
-def async_status(store, message_id: int, status: str):  # noqa: ANN001, ANN201
-    async def check() -> bool:
-        return (await store.message_row(message_id))["status"] == status
-    return check
+async def has_status(store: SqliteStore, message_id: int, status: str) -> bool:
+    return (await store.message_row(message_id))["status"] == status
