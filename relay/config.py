@@ -92,6 +92,8 @@ class TrackingConfig:
     # worker processes that rewrite mail, so SMTP intake keeps its core (0: on the event loop);
     # with one, tracked mail queued for it under load (140 ms a message at 250 msg/s)
     rewrite_processes: int = 2
+    # past this a rewrite is given up and the mail goes out untracked (its worker is replaced)
+    rewrite_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Config:
 _MISSING = object()
 DURATION_KEYS = {
     ("tracking", "machine_window"),
+    ("tracking", "rewrite_timeout"),
     ("delivery", "retry_intervals"),
     ("delivery", "max_age"),
     ("notify", "retry_intervals"),
@@ -339,6 +342,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("tracking.default_mode", "expected always, opt-in or off")
     if cfg.tracking.pixel_position not in ("top", "bottom"):
         raise ConfigError("tracking.pixel_position", "expected top or bottom")
+    if cfg.tracking.rewrite_timeout <= 0:
+        raise ConfigError("tracking.rewrite_timeout", "must be more than 0")
     if cfg.privacy.consent not in ("none", "required"):
         raise ConfigError("privacy.consent", "expected none or required")
     if cfg.delivery.workers < 1:

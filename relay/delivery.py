@@ -116,6 +116,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
+        self._renewing: asyncio.Task | None = None
         self.counts: dict[str, int] = defaultdict(int)
 
     def wake(self) -> None:
@@ -133,6 +134,7 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         await self.recover()
+        self._renewing = asyncio.create_task(self._renew_leases())
         while not self._stopping:
             free = self.s.workers - len(self._tasks)
             claimed = []
@@ -153,6 +155,17 @@ class DeliveryWorker:
             except asyncio.TimeoutError:
                 pass
 
+    async def _renew_leases(self) -> None:
+        """A delivery may outlast its lease (a slow upstream, a slow rewrite): while mail is in
+        flight its lease is extended, three times a lease, so no other worker claims it too."""
+        while True:
+            await asyncio.sleep(self.s.lease / 3)
+            if self._tasks:
+                try:
+                    await self.store.renew(self.name, self.clock() + self.s.lease)
+                except Exception:  # the store is down: try again at the next turn
+                    log.exception("lease renewal failed")
+
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         self._wake.set()
@@ -166,6 +179,8 @@ class DeliveryWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._renewing is not None:
+            self._renewing.cancel()
         await self.store.release(self.name)
 
     async def _deliver_safely(self, m: ClaimedMessage) -> None:

@@ -49,9 +49,11 @@ _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")  # after "--" + b
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _QP_TOKEN = re.compile(rb"=[0-9A-F]{2}|[^=]|=")  # an escape is never split by a soft break
 _HARD_LF = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")  # "=" before a line break makes it a soft one
-_ANGLE_URL = re.compile(r"<([^>]*)>")
+_ANGLE_URL = re.compile(r"<([^<>]*)>")  # not "[^>]*": a run of "<" would be read again from each
 _ASCII_WS = re.compile(r"[\t\n\r ]+")
 _MAX_SMTP_LINE = 998
+# Real mail nests a few levels; each level is a pass over its span, so depth costs time.
+_MAX_DEPTH = 32
 # Characters a token may have so that it can be swapped for another in encoded bytes:
 # quoted-printable leaves every one of them as it is, wherever it stands.
 _STAMPABLE = re.compile(r"[A-Za-z0-9_-]+")
@@ -183,7 +185,10 @@ def _same_but_token(plan: RewritePlan, first: RewritePlan) -> bool:
 
 
 def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
-    root, body_start = _read_headers(raw, 0, len(raw), "1")
+    try:
+        root, body_start = _read_headers(raw, 0, len(raw), "1")
+    except _Unlocatable as exc:
+        return RewriteResult(raw, (), False, f"malformed MIME: {exc}")
     if not plan.allow_dkim_signed and root.get("DKIM-Signature") is not None:
         return RewriteResult(raw, (), False, "dkim-signed")
     reasons: list[str] = []
@@ -282,6 +287,8 @@ def _visit(
     elif maintype == "message" or headers.get_content_disposition() == "attachment":
         pass  # attachments, attached and reported messages are not ours to change
     elif maintype == "multipart":
+        if path.count(".") >= _MAX_DEPTH:
+            raise _Unlocatable(f"multipart parts nested more than {_MAX_DEPTH} deep")
         # Children are cut out of their parent's span, so an inner multipart that reuses an
         # outer boundary finds no delimiter of its own and the message stays as it is.
         boundary = _boundary(headers, path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from html import unescape
 from html.entities import html5
 
@@ -55,19 +54,14 @@ _VALUE = r"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"|'[^']*+'|(?![\"'])[^\t\n
 _TAG_REST = r"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+" + _VALUE + r")*+"
 _RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
 _NAME_END = r"(?=[\t\n\f\r />])"
-# Where a token that needs Python starts: a comment, </body>, or a tag named in
-# _WANTED_START, matched whole (attributes included; "open" if it never ends). Looking
-# for these alone, instead of tokenizing every tag, keeps the scan several times faster;
-# _enclosing_tag() then tells a "<a" inside another tag's quoted attribute value from a
-# real tag. Of the <img> tags only our own pixel's matter.
-_WANTED_START = (
-    r"(?i:a|area|body|" + "|".join(_RAW_TEXT) + r")" + _NAME_END
-    + r"|(?i:v):[^\t\n\f\r />]*+|(?i:img)" + _NAME_END + r"(?=[^>]*?{pixel})"
-)
-_CANDIDATE = (
-    r"<(?:!--|/(?i:body)" + _NAME_END
-    + r"|(?P<name>" + _WANTED_START + r")(?:(?P<attrs>" + _TAG_REST + r")>|(?P<open>)))"
-)
+# Where a token that needs Python starts: a comment, </body>, or the start of a tag named
+# in _WANTED. Looking for these alone, instead of tokenizing every tag, keeps the scan
+# several times faster; _enclosing_tag() then tells a "<a" inside another tag's quoted
+# attribute value from a real tag, and only then is the tag read (_TAG). Reading it in
+# this search instead would read it again for each such "<a" in one long value: the
+# search must never look past the tag's name, or the scan stops being linear.
+_WANTED = r"(?i:a|area|body|img|" + "|".join(_RAW_TEXT) + r")" + _NAME_END + r"|(?i:v):"
+_CANDIDATE = re.compile(r"<(?:!--|/(?i:body)" + _NAME_END + r"|(?P<wanted>" + _WANTED + r"))")
 _COMMENT = re.compile(r"<!--(?:-?>|(?P<comment>.*?)(?:(?P<close>--!?>)|\Z))", re.S)  # "<!-->" is an empty one
 # Complete tokens other than candidates: what may follow the last candidate. Where this
 # stops short of the end, the document ends inside an unterminated tag.
@@ -92,6 +86,7 @@ _VML_TEXT_END = re.compile(r"</[vV]:")
 _TAGS = re.compile(r"<[^>]*>?")
 _DOCTYPE = re.compile(r"(?:[\t\n\f\r ]*<\?xml[^>]*>)?(?:[\t\n\f\r ]*<!doctype[^>]*>)?", re.I)
 _LINK_TEXT_WINDOW = 4096
+_TEXT_CONTEXT = 256  # how far back before a bare URL its "link text" is looked for
 
 _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
 _OPT_OUT = re.compile(r"\bopt[\s_-]?out\b")
@@ -99,11 +94,6 @@ _URL_TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.I)
 _TEXT_URL_TRAILER = ".,;:!?'\")]}"
 _UNQUOTED_UNSAFE = re.compile(r"[\t\n\f\r \"'=<>`]")
-
-
-@lru_cache(maxsize=64)
-def _candidates(pixel_prefix: str) -> re.Pattern[str]:
-    return re.compile(_CANDIDATE.replace("{pixel}", re.escape(pixel_prefix)))
 
 
 def rewrite_html(
@@ -116,6 +106,7 @@ def rewrite_html(
     """Decoded HTML in; (new HTML, rewritten links, pixel inserted) out."""
     scan = _Scan(html, plan, first_position, unsubscribe_urls)
     scan.run(0, len(html), top=True)
+    scan.settle_vml_link(len(html))
     pixel = False
     if plan.opens and not scan.has_pixel:
         scan.edits.append((scan.pixel_offset(), 0, _pixel_tag(plan.pixel_url)))
@@ -137,9 +128,11 @@ def rewrite_text(
     for m in _TEXT_URL.finditer(text):
         url = _trim_text_url(m.group())
         start = m.start()
-        # The words just before a URL (this line and the previous one) are its "link text".
-        line_start = text.rfind("\n", 0, start) + 1
-        previous_line_start = text.rfind("\n", 0, line_start - 1) + 1 if line_start else 0
+        # The words just before a URL (this line and the previous one, within a window
+        # that keeps a long line of URLs linear) are its "link text".
+        since = max(0, start - _TEXT_CONTEXT)
+        line_start = text.rfind("\n", since, start) + 1 or since
+        previous_line_start = text.rfind("\n", since, line_start - 1) + 1 or since
         context = text[previous_line_start:start]
         if not _trackable(url, own, unsubscribe_urls) or _says_unsubscribe(context):
             continue
@@ -192,6 +185,8 @@ class _Scan:
     body_open_end: int | None = None
     body_close_start: int | None = None
     open_end: int | None = None  # where an unterminated tag, comment or <script> swallows the rest
+    # a VML link whose text ends at the next link at the latest: (tag, href, url, end of its run)
+    pending_vml: tuple[re.Match[str], re.Match[str], str, int] | None = None
 
     def __post_init__(self) -> None:
         self.own = _own_prefix(self.plan)
@@ -200,7 +195,7 @@ class _Scan:
     def run(self, start: int, end: int, *, top: bool) -> None:
         html = self.html
         pos = start
-        search = _candidates(self.pixel_prefix).search
+        search = _CANDIDATE.search
         while (candidate := search(html, pos, end)) is not None:
             at = candidate.start()
             gt = html.rfind(">", pos, at)
@@ -214,17 +209,18 @@ class _Scan:
                     return
                 pos = enclosing[1]
                 continue
-            if candidate.group("name") is not None:
-                if candidate.group("open") is not None:  # no ">": the rest is in the tag, as in a browser
+            if candidate.group("wanted") is not None:
+                m = _TAG.match(html, at, end)
+                if m is None:  # no ">": the rest is in the tag, as in a browser
                     if top:
                         self.open_end = at
                     return
-                m = candidate
             elif html.startswith("<!--", at):
                 m = _COMMENT.match(html, at, end)
                 pos = m.end()
                 comment = m.group("comment")
-                if comment is not None and comment.lstrip(_WS)[:3].lower() == "[if":
+                # Inside a comment, a comment cannot end before the outer one: no deeper pass.
+                if top and comment is not None and comment.lstrip(_WS)[:3].lower() == "[if":
                     self.run(m.start("comment"), m.end("comment"), top=False)
                 if comment is not None and m.group("close") is None and top:
                     self.open_end = at
@@ -248,10 +244,11 @@ class _Scan:
                 pos = close.start() if close else end
             elif name == "a" or name == "area" or name.startswith("v:"):
                 self._link(m, name, end)
-            elif name == "img":
-                src = _attrs(html, m).get("src")
-                if src is not None and clean_url(_value(src)).startswith(self.pixel_prefix):
-                    self.has_pixel = True
+            elif name == "img":  # of the images, only our own pixel matters
+                if html.find(self.pixel_prefix, m.start("attrs"), m.end("attrs")) >= 0:
+                    src = _attrs(html, m).get("src")
+                    if src is not None and clean_url(_value(src)).startswith(self.pixel_prefix):
+                        self.has_pixel = True
             elif name == "body" and top and self.body_open_end is None:
                 self.body_open_end = pos
         if top and self.open_end is None and self.body_close_start is None:
@@ -281,8 +278,25 @@ class _Scan:
         url = clean_url(_value(href))
         if not _trackable(url, self.own, self.unsubscribe_urls):
             return
-        if self._text_says_unsubscribe(m, name, end):
+        self.settle_vml_link(m.start())
+        if name.startswith("v:"):
+            # VML has no closing tag that surely ends a link's text: it ends at the next
+            # link at the latest, so that no text is read again for each link of a long run.
+            self.pending_vml = (m, href, url, end)
             return
+        if not self._text_says_unsubscribe(m, name, end):
+            self._add_link(href, url)
+
+    def settle_vml_link(self, next_link: int) -> None:
+        """Track the pending VML link unless its text, up to next_link, says unsubscribe."""
+        if self.pending_vml is None:
+            return
+        m, href, url, end = self.pending_vml
+        self.pending_vml = None
+        if not self._text_says_unsubscribe(m, "v:", min(end, next_link)):
+            self._add_link(href, url)
+
+    def _add_link(self, href: re.Match[str], url: str) -> None:
         position = self.first_position + len(self.links)
         self.links.append(Link(position, url))
         self.edits.append(_replace_value(href, f"{self.plan.click_base}{position}"))
@@ -396,11 +410,14 @@ def _own_prefix(plan: RewritePlan) -> str:
 
 
 def _trim_text_url(url: str) -> str:
-    while url and url[-1] in _TEXT_URL_TRAILER:
-        if url[-1] == ")" and url.count("(") >= url.count(")"):
-            break  # "https://en.wikipedia.org/wiki/Mail_(band)" keeps its parenthesis
-        url = url[:-1]
-    return url
+    end, opened, closed = len(url), url.count("("), url.count(")")
+    while end and url[end - 1] in _TEXT_URL_TRAILER:
+        if url[end - 1] == ")":
+            if opened >= closed:
+                break  # "https://en.wikipedia.org/wiki/Mail_(band)" keeps its parenthesis
+            closed -= 1
+        end -= 1
+    return url[:end]
 
 
 def _pixel_tag(pixel_url: str) -> str:

@@ -9,6 +9,11 @@ under SMTP load, for 1 ms of work). A worker answers its calls in order.
 
 With processes = 0 it rewrites inline, on the loop. A worker that dies fails its
 pending calls over to inline rewriting, and the next call starts a new one.
+
+Every call has a deadline (DESIGN invariant 9): past it the mail goes out untracked,
+and the worker, stuck in that rewrite, is killed and replaced. Work on the loop cannot
+be stopped, so there the rewriters' linear time is the bound: a message too large to be
+rewritten by the deadline at the slowest rate measured is not rewritten inline.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from relay.rewrite import RewritePlan, RewriteResult, rewrite_copies
 
 log = logging.getLogger(__name__)
 HEADER = 8  # every frame: its length as 8 bytes, big-endian, then a pickle
+# The slowest the rewriters go, on adversarial markup (runs of VML links), with room to spare.
+SLOWEST_BYTES_PER_SECOND = 2_000_000
 
 
 def frame(obj: object) -> bytes:
@@ -35,21 +42,38 @@ class WorkerGone(Exception):
     """The worker process ended before answering."""
 
 
+def untracked(raw: bytes, plans: Sequence[RewritePlan], reason: str) -> list[RewriteResult]:
+    """Each copy as it came, with the reason it is not tracked."""
+    return [RewriteResult(raw, (), False, reason) for _ in plans]
+
+
 class RewritePool:
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, timeout: float = 5.0) -> None:
         self.processes = processes
+        self.timeout = timeout
         self._workers: list[_Worker] = []
         self._starting = asyncio.Lock()  # concurrent first calls start one worker, not many
 
     async def rewrite_all(self, raw: bytes, plans: Sequence[RewritePlan]) -> list[RewriteResult]:
         if not self.processes or not plans:
-            return rewrite_copies(raw, plans)
+            return self._inline(raw, plans)
         try:
             worker = await self._least_busy()
-            return await worker.call(raw, list(plans))
+            return await asyncio.wait_for(worker.call(raw, list(plans)), self.timeout)
+        except asyncio.TimeoutError:
+            log.warning("a rewrite took longer than %gs: worker %d killed, the mail goes out untracked",
+                        self.timeout, worker.proc.pid)
+            worker.kill()
+            return untracked(raw, plans, f"rewrite took longer than {self.timeout:g}s")
         except (WorkerGone, OSError) as e:  # OSError: no worker could be started
             log.error("rewrite worker failed (%s); rewriting this mail inline", e)
-            return rewrite_copies(raw, plans)
+            return self._inline(raw, plans)
+
+    def _inline(self, raw: bytes, plans: Sequence[RewritePlan]) -> list[RewriteResult]:
+        if plans and len(raw) > self.timeout * SLOWEST_BYTES_PER_SECOND:
+            return untracked(raw, plans, f"too large to rewrite on the event loop within {self.timeout:g}s "
+                                         f"({len(raw)} bytes)")
+        return rewrite_copies(raw, plans)
 
     async def _least_busy(self) -> _Worker:
         async with self._starting:
@@ -105,6 +129,12 @@ class _Worker:
         except Exception as e:  # a garbled answer: this worker cannot be trusted with more
             log.exception("rewrite worker sent an unreadable answer")
             self._gone(WorkerGone(f"unreadable answer: {e}"))
+            self.proc.kill()
+
+    def kill(self) -> None:
+        """Stop it at once: its pending calls fail over, the pool starts another."""
+        self.alive = False
+        if self.proc.returncode is None:
             self.proc.kill()
 
     def _gone(self, error: WorkerGone) -> None:

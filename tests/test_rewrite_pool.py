@@ -7,6 +7,7 @@ import secrets
 import signal
 from dataclasses import replace
 
+from hits_helpers import wait_until
 from relay.rewrite import RewritePlan, rewrite_copies
 from relay.rewrite_pool import RewritePool
 
@@ -42,10 +43,12 @@ async def test_a_dead_worker_costs_no_mail_and_is_replaced() -> None:
         first = plans(2)
         assert await pool.rewrite_all(RAW, first) == rewrite_copies(RAW, first)
         [worker] = pool._workers
-        # killed with calls in flight: they are answered inline
+        # killed with calls in flight, none answered (it is stopped before they are sent):
+        # they are answered inline
+        os.kill(worker.proc.pid, signal.SIGSTOP)
         calls = [plans(2) for _ in range(10)]
         pending = [asyncio.ensure_future(pool.rewrite_all(RAW, p)) for p in calls]
-        await asyncio.sleep(0)
+        await wait_until(lambda: len(worker.pending) == len(calls))
         os.kill(worker.proc.pid, signal.SIGKILL)
         assert await asyncio.gather(*pending) == [rewrite_copies(RAW, p) for p in calls]
         assert not worker.alive
@@ -71,3 +74,31 @@ async def test_no_processes_rewrites_inline() -> None:
     p = plans(2)
     assert await pool.rewrite_all(RAW, p) == rewrite_copies(RAW, p)
     assert pool._workers == []
+
+
+async def test_a_rewrite_past_the_deadline_goes_out_untracked_and_its_worker_is_replaced() -> None:
+    pool = RewritePool(1, timeout=0.5)
+    try:
+        warm = plans(1)
+        assert await pool.rewrite_all(RAW, warm) == rewrite_copies(RAW, warm)
+        [worker] = pool._workers
+        os.kill(worker.proc.pid, signal.SIGSTOP)  # a worker that takes forever, as a runaway rewrite would
+        [result] = await pool.rewrite_all(RAW, plans(1))
+        assert result.data == RAW and not result.links and not result.pixel
+        assert result.skipped == "rewrite took longer than 0.5s"
+        assert await worker.proc.wait() == -signal.SIGKILL
+        again = plans(2)
+        assert await pool.rewrite_all(RAW, again) == rewrite_copies(RAW, again)
+        [new_worker] = pool._workers
+        assert new_worker.proc.pid != worker.proc.pid
+    finally:
+        await pool.close()
+
+
+async def test_inline_rewriting_refuses_a_message_it_could_not_finish_by_the_deadline() -> None:
+    pool = RewritePool(0, timeout=0.001)
+    [result] = await pool.rewrite_all(RAW * 2, plans(1))
+    assert result.data == RAW * 2 and result.skipped.startswith("too large to rewrite on the event loop")
+    small = RewritePool(0, timeout=1.0)
+    p = plans(1)
+    assert await small.rewrite_all(RAW, p) == rewrite_copies(RAW, p)

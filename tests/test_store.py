@@ -89,6 +89,21 @@ async def test_release_returns_claims(store):
     assert len(await store.claim("w2", time.time(), 10, 600)) == 1
 
 
+async def test_renew_extends_the_leases_of_one_workers_claims_only(store):
+    user = await store.add_user("alice@example.com", "h")
+    for queue_id in ("Q1", "Q2"):
+        await store.spool(message(queue_id, user.id))
+    now = time.time()
+    [mine] = await store.claim("w1", now, 1, 60)
+    [theirs] = await store.claim("w2", now, 1, 60)
+    await store.renew("w1", now + 600)
+    # past both original leases only the one not renewed can be claimed again
+    [taken] = await store.claim("w3", now + 100, 10, 60)
+    assert taken.id == theirs.id != mine.id
+    await store.renew("w1", now + 1000)
+    assert [m.id for m in await store.claim("w4", now + 700, 10, 60)] == [theirs.id]
+
+
 async def test_sending_context_has_privacy_rules_only_for_the_asked_addresses(store):
     await store._runner.write(lambda c: c.executemany(
         "INSERT INTO do_not_track (entry, created_at) VALUES (?, 0)", [("bob@example.org",), ("@secret.example",)]))

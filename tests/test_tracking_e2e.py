@@ -159,3 +159,15 @@ async def test_a_client_signed_message_is_left_intact(sink, start_app, tmp_path)
     assert m.data == signed.replace(b"X-Track: on\r\n", b"")
     row = await wait_status(app, 1, "sent")
     assert row["rewrite_note"] == "dkim-signed"
+
+
+async def test_a_rewrite_past_its_deadline_delivers_the_mail_untracked(sink, start_app, tmp_path):
+    # a 1 ms deadline for a legal 3 MB HTML part: no worker rewrites that in time
+    app = await relay_to(sink, start_app, tmp_path, tracking_rewrite_timeout="1ms", tracking_rewrite_processes="1")
+    links = '<p><a href="https://shop.example/item?id=7">item</a></p>\r\n' * 50_000
+    mail = html_mail(extra_headers="X-Track: on\r\n", links=links)
+    await send(app.port("smtp"), mail, rcpts=["bob@example.org"])
+    [m] = await sink.wait_for(1)
+    assert m.data == mail.replace(b"X-Track: on\r\n", b"")
+    row = await wait_status(app, 1, "sent")
+    assert row["rewrite_note"] == "rewrite took longer than 0.001s"

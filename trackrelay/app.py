@@ -116,7 +116,7 @@ class App:
             # alone (--only delivery) nothing wakes it when mail is spooled: look more often
             poll=1.0 if "smtp" in self.parts else 0.2,
         )
-        rewriter = RewritePool(cfg.tracking.rewrite_processes)
+        rewriter = RewritePool(cfg.tracking.rewrite_processes, cfg.tracking.rewrite_timeout)
         self._cleanups.append(rewriter.close)
         self.delivery = DeliveryWorker(self.store, self.upstream, settings, credentials=self.credentials,
                                        clock=self.clock, rewriter=rewriter)

@@ -311,6 +311,8 @@ internal_domains = []
 max_split = 50
 pixel_position = "bottom"
 machine_window = "10s"
+# past this a rewrite is given up: the mail goes out untracked
+rewrite_timeout = "5s"
 
 [delivery]
 retry_intervals = ["1m", "5m", "15m", "1h", "4h"]

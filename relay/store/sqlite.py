@@ -201,6 +201,11 @@ class SqliteStore(ReportsMixin):
             )
         )
 
+    async def renew(self, worker: str, until: float) -> None:
+        await self._runner.write(
+            lambda c: c.execute("UPDATE messages SET locked_until = ? WHERE locked_by = ?", (until, worker))
+        )
+
     async def release(self, worker: str) -> None:
         await self._runner.write(
             lambda c: c.execute(
