@@ -165,6 +165,8 @@ def json_document(event: NoticeEvent) -> dict[str, object]:
 
 
 def _signed(body: bytes, event_id: str, secret: str, t: int) -> Payload:
+    if not secret:  # every json webhook has one: an unsigned delivery is a bug upstream of here
+        raise ValueError("a json webhook is signed: no secret given")
     return body, {**JSON_HEADERS, "X-Trackrelay-Event-Id": event_id,
                   "X-Trackrelay-Signature": sign(secret, t, body)}
 

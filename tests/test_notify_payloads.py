@@ -227,6 +227,13 @@ def test_verify_rejects_replays_older_than_five_minutes() -> None:
     assert not verify("s3cret", header, body, now=1_699_999_699)  # nor from the far future
 
 
+def test_json_without_a_secret_is_a_bug_not_an_unsigned_delivery() -> None:
+    with pytest.raises(ValueError):
+        render("json", EVENT, secret="", t=1)
+    with pytest.raises(ValueError):
+        render_digest("json", "dg", [EVENT], secret="", t=1)
+
+
 def test_the_event_id_header_is_the_same_on_every_retry() -> None:
     first = render("json", EVENT, secret="s", t=1)
     retry = render("json", EVENT, secret="s", t=999)
