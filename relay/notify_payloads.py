@@ -68,7 +68,7 @@ ZWSP = "\u200b"  # after "@", it breaks @everyone / @channel / @here for every t
 
 # control characters become spaces (a newline could start a heading, list or quote); bidi
 # overrides would let a subject display reversed
-_CONTROLS = {c: " " for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]} | {
+_CONTROLS = {c: " " for c in [*range(0x20), 0x7f, *range(0x80, 0xa0), 0x2028, 0x2029]} | {
     c: None for c in [*range(0x202a, 0x202f), *range(0x2066, 0x206a)]}
 
 

@@ -81,8 +81,9 @@ async def send_pinned(url: str, body: bytes, headers: Mapping[str, str], address
     `tls` replaces the system's trust store (tests bring their own CA)."""
     connector = aiohttp.TCPConnector(resolver=PinnedResolver(addresses), use_dns_cache=False, force_close=True,
                                      ssl=tls if tls is not None else True)
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        async with session.post(url, data=body, headers={"User-Agent": USER_AGENT, **headers},
+    # no proxies from the environment; no inflating a gzip answer (a small bomb is a huge body)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False) as session:
+        async with session.post(url, data=body, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
                                 allow_redirects=False) as response:
             answer, cut = await read_capped(response.content, MAX_RESPONSE_BYTES)
             if cut:

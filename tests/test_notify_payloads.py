@@ -251,3 +251,11 @@ def test_payloads_are_pure() -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {n for n in names if n.startswith(("relay.store", "asyncio", "sqlite3", "aiohttp", "socket"))}
+
+
+@pytest.mark.parametrize("kind", CHAT)
+def test_recipient_text_stays_on_one_line_and_in_reading_order(kind: str) -> None:
+    tricky = replace(EVENT, subject="a\nb\u2028# c\u2029d\u202egnp.exe\u2066x\x85y")
+    text = render(kind, tricky)[0].decode()
+    assert not re.search("[\u2028\u2029\u202a-\u202e\u2066-\u2069\x85]", text)
+    assert "\\n# c" not in text and "\\nb" not in text

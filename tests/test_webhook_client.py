@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import ssl
 import time
@@ -18,6 +19,9 @@ from relay.webhook_client import MAX_RESPONSE_BYTES, post, send_pinned
 EVENT = NoticeEvent(id="ev-9", type="message.opened", occurred_at="2026-12-04T11:05:09Z", message_id="7",
                     message_header_id="<m@example.com>", subject="Hello", recipient="bob@example.com",
                     hit_class="human", panel_url="https://panel.example/messages/7")
+
+
+GZIP_BOMB = gzip.compress(b"\0" * (50 * 1024 * 1024))  # about 50 KB that inflates to 50 MB
 
 
 @dataclass
@@ -65,12 +69,17 @@ def receiver_app(receiver_ref: list[Receiver]) -> web.Application:
         await receiver_ref[0].release.wait()
         return web.Response(text="late")
 
+    async def bomb(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(body=GZIP_BOMB, headers={"Content-Encoding": "gzip"})
+
     app = web.Application()
     app.router.add_post("/hook", ok)
     app.router.add_post("/moved", moved)
     app.router.add_post("/elsewhere", ok)
     app.router.add_post("/huge", endless)
     app.router.add_post("/slow", slow)
+    app.router.add_post("/bomb", bomb)
     return app
 
 
@@ -112,6 +121,11 @@ async def test_a_huge_answer_is_read_only_to_64_kb(receiver: Receiver) -> None:
     result = await post(receiver.url + "/huge", b"{}", {}, allow_private=True, timeout=10)
     assert result.status == 200 and len(result.body) == MAX_RESPONSE_BYTES == 64 * 1024
     assert "rest not read" in result.error
+
+
+async def test_a_compressed_answer_is_kept_as_sent_never_inflated(receiver: Receiver) -> None:
+    result = await post(receiver.url + "/bomb", b"{}", {}, allow_private=True, timeout=10)
+    assert result.status == 200 and result.body == GZIP_BOMB[:MAX_RESPONSE_BYTES]
 
 
 async def test_a_slow_receiver_hits_the_timeout(receiver: Receiver) -> None:
