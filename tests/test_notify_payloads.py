@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.notify_payloads import (DISCORD_DESCRIPTION, DISCORD_FIELD_VALUE, DISCORD_TITLE, DISCORD_TOTAL,
-                                   GOOGLECHAT_CARD_BYTES, KINDS, MATTERMOST_TEXT, SLACK_FIELD, SLACK_TEXT,
+                                   GOOGLECHAT_CARD_BYTES, KINDS, MATTERMOST_TEXT, SLACK_TEXT,
                                    TEAMS_BYTES, NoticeEvent, ordinal, render, render_digest, sign, verify)
 
 HOSTILE = ("<!channel> <!here> <!everyone> <@U123> <#C1> @everyone @here @channel @all ~town-square "
@@ -116,6 +116,13 @@ def test_slack_recipient_text_sits_in_code_spans_it_cannot_close(kind: str) -> N
     for line in section.splitlines()[1:]:
         label, _, value = line.partition(": ")
         assert value.startswith("`") and value.endswith("`") and value.count("`") == 2
+        assert value[1] != " " and value[-2] != " "  # Slack reads no code span with a space at its edge
+
+
+def test_slack_code_spans_hold_values_with_spaces_at_their_edges() -> None:
+    padded = replace(EVIL, subject="  *bold*  ", recipient=" \t<!channel> ")
+    section = json.loads(render("slack", padded)[0])["blocks"][0]["text"]["text"]
+    assert "Subject: `*bold*`" in section and "`&lt;!channel&gt;`" in section
 
 
 @pytest.mark.parametrize("kind", ["mattermost", "discord", "teams"])
@@ -154,7 +161,7 @@ def test_huge_recipient_text_stays_within_the_tools_limits(kind: str) -> None:
     document = json.loads(body)
     if kind == "slack":
         assert all(len(b["text"]["text"]) <= SLACK_TEXT for b in document["blocks"] if b["type"] == "section")
-        assert len(document["text"]) <= SLACK_FIELD
+        assert len(document["text"]) <= SLACK_TEXT
     elif kind == "mattermost":
         assert len(document["text"]) <= MATTERMOST_TEXT
     elif kind == "discord":
