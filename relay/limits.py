@@ -35,6 +35,12 @@ class RateLimiter:
         while len(self._hits) > self.max_keys:
             self._hits.popitem(last=False)
 
+    def take_back(self, key: Hashable) -> None:
+        """Uncount the latest event of `key` (a reserved attempt that turned out fine)."""
+        events = self._hits.get(key)
+        if events:
+            events.pop()
+
     def allow(self, *keys: Hashable) -> bool:
         """Count one attempt against every key that has room; False when any is at its limit."""
         allowed = True

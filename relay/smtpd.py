@@ -122,7 +122,9 @@ class RelayHandler:
     async def login(self, session: Session, login: bytes, password: bytes) -> str | None:
         """None when the login is good, else the reply for the client."""
         ip = _peer_ip(session.peer)
-        if self.auth_failures.blocked(ip):
+        # counted as a failure before the check: parallel guesses cannot all pass a limit
+        # that is only counted once their slow checks are done
+        if not self.auth_failures.allow(ip):
             log.warning("AUTH refused for %s: too many failed logins", ip)
             return "454 4.7.0 Too many failed logins, try again later"
         email = login.decode("utf-8", "replace").strip().lower()
@@ -130,10 +132,10 @@ class RelayHandler:
         user = await self.store.user_by_email(email)
         ok = await verify_password_async(user.password_hash if user else None, secret)
         if ok and user is not None:
+            self.auth_failures.take_back(ip)
             session.auth_data = user
             self.credentials.remember(user.id, login.decode("utf-8", "replace"), secret)
             return None
-        self.auth_failures.add(ip)
         log.info("AUTH failed for %r from %s", email, ip)
         return "535 5.7.8 Authentication credentials invalid"
 

@@ -269,6 +269,35 @@ async def test_password_guessing_is_cut_off_per_client_address(sink, start_app, 
     assert sink.messages == []
 
 
+async def test_parallel_wrong_passwords_are_checked_no_more_than_the_limit(sink, start_app, tmp_path):
+    # the limit is counted before the (slow) password check: 30 guesses sent at once may not
+    # all be checked while the first ones are still hashing
+    app = await relay_to(sink, start_app, tmp_path, smtp_auth_failures_per_5_minutes="10")
+
+    async def plain_login(password: str) -> int:
+        raw = await Raw.open(app.port("smtp"))
+        try:
+            assert (await raw.cmd("EHLO client.test"))[0] == 250
+            token = base64.b64encode(f"\0{ALICE}\0{password}".encode()).decode()
+            return (await raw.cmd(f"AUTH PLAIN {token}"))[0]
+        finally:
+            await raw.close()
+
+    codes = await asyncio.gather(*(plain_login(f"guess {i}") for i in range(30)))
+    assert sorted(codes) == [454] * 20 + [535] * 10, codes
+    assert await plain_login(PASSWORD) == 454  # blocked: even the right password
+
+
+async def test_a_good_login_does_not_count_as_a_failure(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path, smtp_auth_failures_per_5_minutes="2")
+    for _ in range(5):
+        await send(app.port("smtp"), simple_mail())
+    await sink.wait_for(5)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError) as e:
+        await send(app.port("smtp"), simple_mail(), login=(ALICE, "a guess"))
+    assert e.value.code == 535  # the five good logins left the two failure slots free
+
+
 _ATOM = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
 _LABEL = st.text("abcXYZ019-", min_size=1, max_size=6)
 _REST = st.sampled_from(["", " ", " SIZE=10", "\tBODY=8BITMIME", "  SMTPUTF8 ", " (c) SIZE=1", "(x)"])
