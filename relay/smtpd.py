@@ -144,7 +144,7 @@ class RelayHandler:
         session.host_name = hostname
         return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(self, server: SMTP, session: RelaySession, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if not _is_address(address):
             return "553 5.1.7 Bad sender address syntax"
@@ -161,7 +161,7 @@ class RelayHandler:
             return "451 4.7.0 Rate limit exceeded, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        session.user = user  # type: ignore[attr-defined]
+        session.user = user
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -175,8 +175,9 @@ class RelayHandler:
             envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        user: User = session.user  # type: ignore[attr-defined]
+    async def handle_DATA(self, server: SMTP, session: RelaySession, envelope: Envelope) -> str:
+        user = session.user
+        assert user is not None  # MAIL FROM set it
         raw = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
         try:
@@ -222,6 +223,14 @@ def _sender_allowed(check: str, user_email: str, address: str) -> bool:
     return address == user_email.lower()
 
 
+class RelaySession(Session):
+    """aiosmtpd's Session, where `login_data` (still set by aiosmtpd's AUTH after a success) is
+    a plain attribute instead of its deprecated property, which logs a warning at every login."""
+
+    login_data: Any = None
+    user: User | None = None  # who the current transaction belongs to, set at MAIL FROM
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with a chunked DATA reader and AUTH checked off the event loop.
 
@@ -238,6 +247,9 @@ class RelaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         if implicit_tls:
             self._auth_require_tls = False  # the whole connection is TLS already
+
+    def _create_session(self) -> RelaySession:
+        return RelaySession(self.loop)
 
     async def push(self, status: str | bytes) -> None:
         # a multi-line reply ("250-...") goes out in one write with its last line, not one

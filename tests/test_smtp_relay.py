@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import smtplib
 import ssl
@@ -69,6 +70,15 @@ async def test_wrong_password_is_refused(sink, start_app, tmp_path):
     assert e.value.code == 535
     with pytest.raises(aiosmtplib.SMTPAuthenticationError):
         await send(app.port("smtp"), simple_mail(), login=("nobody@example.com", PASSWORD))
+
+
+async def test_a_login_logs_no_deprecation_warning(sink, start_app, tmp_path, caplog):
+    app = await relay_to(sink, start_app, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        await send(app.port("smtp"), simple_mail())
+    [got] = await sink.wait_for(1)
+    assert got.mail_from == "alice@example.com"  # the login happened and worked
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()], caplog.text
 
 
 async def test_no_auth_no_relay(sink, start_app, tmp_path):
