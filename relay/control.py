@@ -17,7 +17,9 @@ Controls (DESIGN "Per-message control"):
   ``X-Mailgun-Track-Clicks: yes|no|htmlonly``, ``X-PM-TrackOpens: true|false``,
   ``X-PM-TrackLinks: None|HtmlAndText|HtmlOnly|TextOnly``. Mailgun's ``yes`` for clicks
   rewrites links in text parts too (``htmlonly`` does not), so it sets ``text_links``.
-  Postmark's ``TextOnly`` is ``clicks=False, text_links=True`` (HTML links untouched).
+  Text links are rewritten only together with HTML links, so Postmark's ``TextOnly``
+  (text links, HTML links untouched) is read as ``clicks=False``: no link is tracked, which
+  keeps the HTML links the sender asked to leave alone.
   These headers override one dimension each on those services, leaving the other to the
   account default; here too: an opens-only alias gives ``Choice(opens=X, clicks=None)``
   and the policy fills ``None`` from the next layer down (subject tag, sticky, default).
@@ -98,7 +100,7 @@ _ALIAS_VALUES: dict[str, dict[str, Choice]] = {
     _PM_OPENS: {"true": Choice(True, None), "yes": Choice(True, None),
                 "false": Choice(False, None), "no": Choice(False, None)},
     _PM_LINKS: {"none": Choice(None, False), "htmlandtext": Choice(None, True, True),
-                "htmlonly": Choice(None, True), "textonly": Choice(None, False, True)},
+                "htmlonly": Choice(None, True), "textonly": Choice(None, False)},
 }
 # Order of precedence per dimension: specific aliases before Mailgun's catch-all.
 _OPENS_ORDER = (_MG_OPENS, _PM_OPENS, _MG_TRACK)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from relay.control import header_values, read_controls, strip_controls
-from relay.policy import PrivacyRules, UserPolicy, decide
+from relay.policy import PrivacyRules, RecipientPlan, UserPolicy, decide
 from relay.records import NewCopy, NewMessage, NewRecipient
 
 def new_token() -> str:
@@ -84,12 +84,12 @@ def build_message(
     if len(tracked) > rules.max_split:
         # one shared copy: its hits cannot name a recipient
         copies.append(NewCopy(make_token(), None, any(r.opens for r in tracked),
-                              any(r.clicks for r in tracked), any(r.text_links for r in tracked)))
+                              any(r.clicks for r in tracked), any(_text_links(r) for r in tracked)))
         index = {r.address: 0 for r in tracked}
     else:
         for r in tracked:
             index[r.address] = len(copies)
-            copies.append(NewCopy(make_token(), r.address, r.opens, r.clicks, r.text_links))
+            copies.append(NewCopy(make_token(), r.address, r.opens, r.clicks, _text_links(r)))
     return NewMessage(
         queue_id=queue_id,
         user_id=user_id,
@@ -102,6 +102,12 @@ def build_message(
         recipients=tuple(NewRecipient(r.address, index.get(r.address)) for r in plan.recipients),
         copies=tuple(copies),
         track_opens=any(c.opens for c in copies),
-        track_clicks=any(c.clicks or c.text_links for c in copies),
+        track_clicks=any(c.clicks for c in copies),
         sticky_choice=plan.new_sticky_choice,
     )
+
+
+def _text_links(r: RecipientPlan) -> bool:
+    # the rewriter tracks text links only with HTML links: alone they would mark a copy
+    # click-tracked that has no tracked link
+    return r.clicks and r.text_links
