@@ -22,7 +22,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
 from relay.intake import TrackingRules, build_message, new_queue_id
-from relay.limits import RateLimiter
+from relay.limits import FailureLimiter, RateLimiter
 from relay.store import Store
 from relay.records import User
 
@@ -105,8 +105,9 @@ class RelayHandler:
         self.credentials = credentials or Credentials()
         self.clock = clock
         self.sending = RateLimiter(policy.rate_limit_per_minute, 60.0)
-        # guessing passwords costs the guesser time, not the relay argon2 CPU
-        self.auth_failures = RateLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
+        # guessing passwords costs the guesser time, not the relay argon2 CPU; counted before
+        # the check, so parallel guesses cannot all be checked
+        self.auth_failures = FailureLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
         self.accepted = 0
 
     def is_trusted(self, peer: Any) -> bool:
@@ -122,17 +123,19 @@ class RelayHandler:
     async def login(self, session: Session, login: bytes, password: bytes) -> str | None:
         """None when the login is good, else the reply for the client."""
         ip = _peer_ip(session.peer)
-        # counted as a failure before the check: parallel guesses cannot all pass a limit
-        # that is only counted once their slow checks are done
-        if not self.auth_failures.allow(ip):
+        if not await self.auth_failures.start(ip):
             log.warning("AUTH refused for %s: too many failed logins", ip)
             return "454 4.7.0 Too many failed logins, try again later"
         email = login.decode("utf-8", "replace").strip().lower()
         secret = password.decode("utf-8", "replace")
-        user = await self.store.user_by_email(email)
-        ok = await verify_password_async(user.password_hash if user else None, secret)
+        checked = False
+        try:
+            user = await self.store.user_by_email(email)
+            ok = await verify_password_async(user.password_hash if user else None, secret)
+            checked = True
+        finally:  # a check the relay could not make (store down) is no failure of the client's
+            self.auth_failures.end(ip, failed=checked and not (ok and user is not None))
         if ok and user is not None:
-            self.auth_failures.take_back(ip)
             session.auth_data = user
             self.credentials.remember(user.id, login.decode("utf-8", "replace"), secret)
             return None
