@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -26,6 +27,29 @@ class TrackingRules:
     internal_domains: frozenset[str] = frozenset()
     max_split: int = 50
     consent_required: bool = False  # privacy.consent = "required"
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_header_block(raw: bytes) -> bytes:
+    """``raw`` with every line end of its header block made CRLF, the body's bytes as they are.
+
+    A bare CR or LF reads as a line end to some readers and not to others (aiosmtplib turns
+    both into CRLF on the way out): made CRLF once, before anything reads a header, every
+    layer sees the same header lines. Line ends are found as the upstream's normaliser finds
+    them, so the block ends at the same empty line for every reader too.
+    """
+    blank = raw.find(b"\r\n\r\n")
+    block = raw[:blank] if blank >= 0 else raw
+    if blank >= 0 and block.count(b"\r") == block.count(b"\n") == block.count(b"\r\n"):
+        return raw  # the usual case: already CRLF throughout
+    previous_end = 0
+    for m in _LINE_END.finditer(raw):
+        if m.start() == previous_end:  # an empty line: the header block ends after it
+            return _LINE_END.sub(b"\r\n", raw[:m.end()]) + raw[m.end():]
+        previous_end = m.end()
+    return _LINE_END.sub(b"\r\n", raw)  # no body: all of it is header block
 
 
 def header_summary(raw: bytes) -> tuple[str, str]:
@@ -67,6 +91,7 @@ def build_message(
     rules: TrackingRules,
     make_token: Callable[[], str] = new_token,
 ) -> NewMessage:
+    raw = crlf_header_block(raw)
     control = read_controls(raw)
     body = strip_controls(raw)
     message_id, subject = header_summary(body)

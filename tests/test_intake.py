@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import relay_to
+from test_smtp_limits import Raw
 from test_smtp_relay import send, wait_status
 from test_tracking_e2e import TOKEN, html_mail
 
@@ -31,3 +32,46 @@ async def test_postmark_link_values_mark_what_is_tracked(value, html_links, text
     assert (CLICK in html, CLICK in text) == (html_links, text_links), m.data.decode()
     row = await wait_status(app, 1, "sent")
     assert bool(row["track_clicks"]) == (html_links or text_links)
+
+
+async def send_raw(port: int, data: bytes, rcpt: str = "bob@example.org") -> tuple[int, str]:
+    """DATA with exactly these bytes, ending in CRLF (aiosmtplib would normalise them first)."""
+    raw = await Raw.open(port)
+    try:
+        await raw.login()
+        assert (await raw.cmd("MAIL FROM:<alice@example.com>"))[0] == 250
+        assert (await raw.cmd(f"RCPT TO:<{rcpt}>"))[0] == 250
+        assert (await raw.cmd("DATA"))[0] == 354
+        raw.writer.write(data + b".\r\n")
+        return await raw.reply()
+    finally:
+        await raw.close()
+
+
+def head(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+@pytest.mark.parametrize("eol", [b"\r", b"\n"])
+async def test_a_header_behind_a_bare_line_end_is_a_header_for_every_layer(eol, sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path)  # opt-in: only X-Track makes this tracked
+    mail = html_mail(subject="x").replace(b"Subject: x\r\n", b"Subject: x" + eol + b"X-Track: on\r\n")
+    code, text = await send_raw(app.port("smtp"), mail)
+    assert code == 250, text
+    [m] = await sink.wait_for(1)
+    assert TOKEN.search(m.data), "the control reader did not see X-Track"
+    assert b"X-Track" not in head(m.data), "a control header reached the recipient"
+    # the upstream got the very header lines the control reader read and stripped
+    assert head(m.data) == head(mail).replace(b"Subject: x" + eol + b"X-Track: on\r\n", b"Subject: x\r\n")
+
+
+async def test_a_bare_cr_blank_line_ends_the_header_block_for_every_layer(sink, start_app, tmp_path):
+    # "\r\r\n" is an empty line to a CRLF normaliser: what follows is body everywhere
+    app = await relay_to(sink, start_app, tmp_path)
+    mail = b"From: alice@example.com\r\nSubject: x\r\r\nX-Track: on\r\n\r\nhi\r\n"
+    code, text = await send_raw(app.port("smtp"), mail)
+    assert code == 250, text
+    [m] = await sink.wait_for(1)
+    assert m.data == b"From: alice@example.com\r\nSubject: x\r\n\r\nX-Track: on\r\n\r\nhi\r\n"
+    row = await wait_status(app, 1, "sent")
+    assert not row["track_opens"] and not row["track_clicks"]
