@@ -176,6 +176,12 @@ def header_values(raw: bytes, *names: str) -> dict[str, bytes]:
     return found
 
 
+def header_all(raw: bytes, name: str) -> list[bytes]:
+    """Every value of the named field (lower-case name), unfolded, as raw bytes."""
+    return [re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
+            for field_name, _, vstart, end in _fields(raw) if field_name == name]
+
+
 def read_controls(raw: bytes) -> MessageControl:
     """The tracking controls the message carries (the message itself is not changed)."""
     values: dict[str, list[str]] = {}

@@ -207,8 +207,9 @@ class DeliveryWorker:
 
         async def send(copy: CopyRef | None, rcpts: list[PendingRecipient]) -> list[RecipientResult]:
             data = m.body if copy is None else rewritten[copy].data
-            # sign what we changed (the rewrite may come back from a worker as a new object)
-            if self.s.dkim_key and data != m.body:
+            # sign what we changed (the rewrite may come back from a worker as a new object),
+            # and only a From the sender owns: else our d= would vouch for someone else's domain
+            if self.s.dkim_key and data != m.body and m.from_owned:
                 data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
                                  private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,

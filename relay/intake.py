@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import email.utils
 import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from relay.control import header_values, read_controls, strip_controls
+from relay.control import header_all, header_values, read_controls, strip_controls
 from relay.policy import PrivacyRules, RecipientPlan, UserPolicy, decide
 from relay.records import NewCopy, NewMessage, NewRecipient
 
@@ -52,6 +53,27 @@ def crlf_header_block(raw: bytes) -> bytes:
     return _LINE_END.sub(b"\r\n", raw)  # no body: all of it is header block
 
 
+def owns_address(rule: str, user_email: str, address: str) -> bool:
+    """Whether `address` is the user's under an ownership rule: "address" (their own) or
+    "domain" (any in their domain); "off" owns everything."""
+    address = address.lower()
+    if rule == "off":
+        return True
+    if rule == "domain":
+        return address.rpartition("@")[2] == user_email.lower().rpartition("@")[2]
+    return address == user_email.lower()
+
+
+def owns_header_from(raw: bytes, rule: str, user_email: str) -> bool:
+    """Whether every address in every From field is the user's; a From field that names no
+    address is not (what a reader makes of it is anyone's guess). No From field: nothing forged."""
+    for value in header_all(raw, "from"):
+        addresses = [address for _, address in email.utils.getaddresses([_text(value)])]
+        if not addresses or not all(a and owns_address(rule, user_email, a) for a in addresses):
+            return False
+    return True
+
+
 def header_summary(raw: bytes) -> tuple[str, str]:
     """(Message-ID, Subject decoded for display); robust to broken headers.
 
@@ -89,8 +111,11 @@ def build_message(
     policy: UserPolicy | None,
     privacy: PrivacyRules,
     rules: TrackingRules,
+    owner: str = "",
+    from_rule: str = "address",
     make_token: Callable[[], str] = new_token,
 ) -> NewMessage:
+    """`owner` is the sending user's address; `from_rule` how owns_address decides for From."""
     raw = crlf_header_block(raw)
     control = read_controls(raw)
     body = strip_controls(raw)
@@ -129,6 +154,7 @@ def build_message(
         track_opens=any(c.opens for c in copies),
         track_clicks=any(c.clicks for c in copies),
         sticky_choice=plan.new_sticky_choice,
+        from_owned=bool(owner) and owns_header_from(raw, from_rule, owner),
     )
 
 

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
-from relay.intake import TrackingRules, build_message, new_queue_id
+from relay.intake import TrackingRules, build_message, new_queue_id, owns_address
 from relay.limits import FailureLimiter, RateLimiter
 from relay.store import Store
 from relay.records import User
@@ -80,6 +80,7 @@ class SmtpPolicy:
     rate_limit_per_minute: int = 600
     max_recipients: int = 1000
     auth_failures_per_5_minutes: int = 10
+    from_check: str = "reject"
     tracking: TrackingRules = field(default_factory=TrackingRules)
 
 
@@ -109,6 +110,9 @@ class RelayHandler:
         # the check, so parallel guesses cannot all be checked
         self.auth_failures = FailureLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
         self.accepted = 0
+        # who owns an address, for MAIL FROM and header From; a From is owned even with the
+        # MAIL FROM check off, or DKIM would sign anything
+        self.ownership = "address" if policy.sender_check == "off" else policy.sender_check
 
     def is_trusted(self, peer: Any) -> bool:
         ip = _peer_ip(peer)
@@ -158,7 +162,7 @@ class RelayHandler:
             user = await self.store.user_by_email(address)
             if user is None:
                 return "550 5.7.1 Sender address is not a known user of this relay"
-        elif not _sender_allowed(self.policy.sender_check, user.email, address):
+        elif not owns_address(self.policy.sender_check, user.email, address):
             return f"553 5.7.1 Sender address rejected: not owned by {user.email}"
         if not self.sending.allow(user.id):
             return "451 4.7.0 Rate limit exceeded, try again later"
@@ -190,7 +194,10 @@ class RelayHandler:
                 raw, queue_id=queue_id, user_id=user.id, mail_from=envelope.mail_from or "",
                 rcpt_tos=rcpts, client_ip=_peer_ip(session.peer), now=self.clock(),
                 policy=policy, privacy=privacy, rules=self.policy.tracking,
+                owner=user.email, from_rule=self.ownership,
             )
+            if not msg.from_owned and self.policy.from_check == "reject":
+                return f"550 5.7.1 From header rejected: not owned by {user.email}"
             await self.store.spool(msg)
         except StoreUnavailable as e:
             log.error("spool failed, mail refused with 451: %s", e)
@@ -215,15 +222,6 @@ def _peer_ip(peer: Any) -> str:
     if isinstance(peer, (tuple, list)) and peer:
         return str(peer[0])
     return ""
-
-
-def _sender_allowed(check: str, user_email: str, address: str) -> bool:
-    address = address.lower()
-    if check == "off":
-        return True
-    if check == "domain":
-        return address.rpartition("@")[2] == user_email.rpartition("@")[2]
-    return address == user_email.lower()
 
 
 class RelaySession(Session):

@@ -2,9 +2,12 @@
 into the relay and out to a real sink."""
 from __future__ import annotations
 
+import aiosmtplib
+import dkim as dkimpy
 import pytest
 
 from conftest import relay_to
+from test_dkim_e2e import DOMAIN, dns_for, keys, signature_domains, signing_relay  # noqa: F401 (keys: a fixture)
 from test_smtp_limits import Raw
 from test_smtp_relay import send, wait_status
 from test_tracking_e2e import TOKEN, html_mail
@@ -75,3 +78,57 @@ async def test_a_bare_cr_blank_line_ends_the_header_block_for_every_layer(sink, 
     assert m.data == b"From: alice@example.com\r\nSubject: x\r\n\r\nX-Track: on\r\n\r\nhi\r\n"
     row = await wait_status(app, 1, "sent")
     assert not row["track_opens"] and not row["track_clicks"]
+
+
+def from_header(mail: bytes, value: bytes) -> bytes:
+    return mail.replace(b"From: Alice <alice@example.com>\r\n", b"From: " + value + b"\r\n", 1)
+
+
+FOREIGN = [b"CEO <ceo@example.com>", b'"alice@example.com" <ceo@example.com>',
+           b"alice@example.com, ceo@example.com", b"Alice <alice@example.com>\r\nFrom: ceo@example.com",
+           b"undisclosed:;", b"<>"]
+
+
+@pytest.mark.parametrize("value", FOREIGN)
+async def test_a_header_from_the_user_does_not_own_is_refused_at_data(value, sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path)
+    with pytest.raises(aiosmtplib.SMTPDataError) as e:
+        await send(app.port("smtp"), from_header(html_mail(), value))
+    assert e.value.code == 550 and e.value.message.startswith("5.7.1"), e.value
+    assert "alice@example.com" in e.value.message  # says whose addresses are allowed
+    assert app.handler.accepted == 0
+    # the same mail with the user's own From goes through
+    await send(app.port("smtp"), from_header(html_mail(), b'"Alice (CEO)" <Alice@Example.com>'))
+    assert len(await sink.wait_for(1)) == 1
+
+
+async def test_from_check_follows_sender_check_domain(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path, smtp_sender_check="domain")
+    await send(app.port("smtp"), from_header(html_mail(), b"Sales <sales@example.com>"))
+    with pytest.raises(aiosmtplib.SMTPDataError) as e:
+        await send(app.port("smtp"), from_header(html_mail(), b"CEO <ceo@example.org>"))
+    assert e.value.code == 550
+    [m] = await sink.wait_for(1)
+    assert b"From: Sales <sales@example.com>" in m.data
+
+
+async def test_trusted_network_mail_has_the_same_from_rule(sink, start_app, tmp_path):
+    app = await relay_to(sink, start_app, tmp_path, smtp_trusted_networks="127.0.0.0/8")
+    with pytest.raises(aiosmtplib.SMTPDataError) as e:
+        await send(app.port("smtp"), from_header(html_mail(), b"CEO <ceo@example.com>"), login=None)
+    assert e.value.code == 550
+    await send(app.port("smtp"), html_mail(), login=None)
+    assert len(await sink.wait_for(1)) == 1
+    assert app.handler.accepted == 1
+
+
+async def test_with_from_check_off_a_foreign_from_goes_out_unsigned(sink, start_app, tmp_path, keys):
+    app = await signing_relay(sink, start_app, tmp_path, keys, smtp_from_check="off")
+    tracked = html_mail(extra_headers="X-Track: on\r\n")
+    await send(app.port("smtp"), from_header(tracked, b"Shared <team@example.com>"), rcpts=["bob@example.org"])
+    await send(app.port("smtp"), tracked, rcpts=["carol@example.net"])
+    got = {m.rcpt_tos[0]: m.data for m in await sink.wait_for(2)}
+    shared, own = got["bob@example.org"], got["carol@example.net"]
+    assert TOKEN.search(shared) and TOKEN.search(own), "both copies are tracked"
+    assert signature_domains(shared) == [], "a From the user does not own was signed"
+    assert signature_domains(own) == [DOMAIN] and dkimpy.verify(own, dnsfunc=dns_for(keys))

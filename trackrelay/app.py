@@ -128,7 +128,7 @@ class App:
             hostname=cfg.hostname, max_message_size=cfg.max_message_size, max_line_length=cfg.max_line_length,
             trusted_networks=trusted_networks(cfg.trusted_networks), sender_check=cfg.sender_check,
             rate_limit_per_minute=cfg.rate_limit_per_minute, max_recipients=cfg.max_recipients,
-            auth_failures_per_5_minutes=cfg.auth_failures_per_5_minutes,
+            auth_failures_per_5_minutes=cfg.auth_failures_per_5_minutes, from_check=cfg.from_check,
             tracking=TrackingRules(
                 default_mode=self.cfg.tracking.default_mode,
                 internal_domains=frozenset(d.lower() for d in self.cfg.tracking.internal_domains),
