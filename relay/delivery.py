@@ -20,7 +20,7 @@ from relay.dsn import Failure, build_dsn
 from relay.intake import new_queue_id
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
-from relay.smtpd import Credentials
+from relay.credentials import Credentials
 from relay.store import Store
 from relay.records import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult
 from relay.upstream import SendOutcome, Upstream

@@ -22,7 +22,8 @@ from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
 from relay.netaddr import parse_networks
-from relay.smtpd import Credentials, RelayHandler, SmtpPolicy, start_listener, trusted_networks
+from relay.credentials import Credentials
+from relay.smtpd import RelayHandler, SmtpPolicy, start_listener, trusted_networks
 from relay.store import Store, open_store
 from relay.tlsutil import self_signed, server_context
 from relay.upstream import CaptureUpstream, SmtpUpstream, Upstream
