@@ -366,8 +366,14 @@ def _folds(atoms: list, entry: tuple[str, int, int]) -> bool:
     return j < 0 and i > 0 and not isinstance(atoms[i - 1], _Word) and atoms[i - 1][0] == "\n"
 
 
+# Each tag removed one at a time re-reads the whole value: past this many, quadratic.
+_TAGS_ONE_BY_ONE = 8
+
+
 def _remove_tags(atoms: list) -> bool:
     """Delete every tag and one blank next to it; True if anything was deleted."""
+    if len(_TAG.findall("".join(c for c, _, _ in _display(atoms)))) > _TAGS_ONE_BY_ONE:
+        return _remove_many_tags(atoms)
     removed = False
     # Deleting a blank must not glue an encoded word to its neighbour (that would turn
     # it into literal text); inputs that already do so are left as they are.
@@ -399,6 +405,26 @@ def _remove_tags(atoms: list) -> bool:
                 break
             _set_keep(atoms, shown[lo:hi], True)
         removed = True
+
+
+def _remove_many_tags(atoms: list) -> bool:
+    """Delete every tag, blanks left as they are, in one pass: the shown characters go on a
+    stack and a tag is popped off as soon as it is complete, so tags that removals join
+    ("[tr[track]ack]") go too. For values with many tags (no mail writes them)."""
+    stack: list[tuple[str, int, int]] = []
+    removed = False
+    for entry in _display(atoms):
+        stack.append(entry)
+        if entry[0] != "]":
+            continue
+        for size in (7, 9):  # [track], [notrack]
+            tail = stack[-size:]
+            if len(tail) == size and _TAG.fullmatch("".join(c for c, _, _ in tail)):
+                _set_keep(atoms, tail, False)
+                del stack[-size:]
+                removed = True
+                break
+    return removed
 
 
 def _render(atoms: list) -> str:

@@ -289,34 +289,59 @@ class RelaySMTP(_ScannedByAiosmtpd, SMTP):
             return None, None
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        limit = self.data_size_limit or 0
-        buf = bytearray(b"\r\n")  # so that an empty message's lone "." is found too
-        too_big = False
+        reader = DataReader(self.data_size_limit or 0, self.line_length_limit)
         while True:
-            start = max(0, len(buf) - len(END_OF_DATA) + 1)
             chunk = await self._reader.read(CHUNK)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
-            buf += chunk
-            end = buf.find(END_OF_DATA, start)
-            if end >= 0:
-                leftover = bytes(buf[end + len(END_OF_DATA):])
+            leftover = reader.feed(chunk)
+            if leftover is not None:
                 if leftover:  # pipelined commands after the dot: give them back to the reader
                     self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
-                del buf[end + 2:]
-                break
-            if limit and len(buf) > limit + 2:
-                # keep reading to the dot, but keep only the tail needed to find it
-                too_big = True
-                del buf[: len(buf) - len(END_OF_DATA)]
-        if too_big or (limit and len(buf) - 2 > limit):
+                return reader.result()
+
+
+class DataReader:
+    """No I/O: the bytes after DATA's 354, in chunks of any size, up to the lone dot; then the
+    message, dot-unstuffed, or the refusal for a message past the size or line-length limit.
+
+    The chunks are scanned for the end marker only where it can newly appear, so the work is
+    linear in the bytes read; past the size limit only the tail needed to find the marker is
+    kept.
+    """
+
+    def __init__(self, size_limit: int, line_length_limit: int) -> None:
+        self.size_limit = size_limit  # 0: none
+        self.line_length_limit = line_length_limit
+        self._buf = bytearray(b"\r\n")  # so that an empty message's lone "." is found too
+        self._too_big = False
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """None while the end is still to come; then the bytes that followed the end marker."""
+        buf = self._buf
+        start = max(0, len(buf) - len(END_OF_DATA) + 1)
+        buf += chunk
+        end = buf.find(END_OF_DATA, start)
+        if end >= 0:
+            leftover = bytes(buf[end + len(END_OF_DATA):])
+            del buf[end + 2:]
+            return leftover
+        # too big for sure: more than the limit before the longest end marker that may follow
+        if self.size_limit and len(buf) - 2 - len(b".\r\n") > self.size_limit:
+            self._too_big = True
+            del buf[: max(0, len(buf) - len(END_OF_DATA))]  # (a negative end would cut the tail)
+        return None
+
+    def result(self) -> tuple[bytes, str | None]:
+        """(message, None), or (b"", the reply refusing it); once feed returned the leftover."""
+        buf = self._buf
+        if self._too_big or (self.size_limit and len(buf) - 2 > self.size_limit):
             return b"", "552 5.3.4 Message too big for system"
         # the longest line, CR included, via C-speed split (a regex here would be quadratic)
         if max(map(len, buf.split(b"\n"))) > self.line_length_limit + 1:
             return b"", f"500 5.5.6 Line too long (limit {self.line_length_limit})"
         # undo dot-stuffing (RFC 5321 4.5.2)
-        data = bytes(buf).replace(b"\r\n..", b"\r\n.")[2:]
-        return data, None
+        return bytes(buf).replace(b"\r\n..", b"\r\n.")[2:], None
 
 
 async def start_listener(handler: RelayHandler, host: str, port: int, *, tls: ssl.SSLContext,
