@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import smtplib
 import ssl
 import subprocess
