@@ -68,10 +68,37 @@ def owns_header_from(raw: bytes, rule: str, user_email: str) -> bool:
     """Whether every address in every From field is the user's; a From field that names no
     address is not (what a reader makes of it is anyone's guess). No From field: nothing forged."""
     for value in header_all(raw, "from"):
-        addresses = [address for _, address in email.utils.getaddresses([_text(value)])]
+        text = _without_comments(_text(value))
+        addresses = [address for _, address in email.utils.getaddresses([text])] if text else []
         if not addresses or not all(a and owns_address(rule, user_email, a) for a in addresses):
             return False
     return True
+
+
+def _without_comments(text: str) -> str | None:
+    """`text` with its RFC 5322 comments (which nest) made blanks, in one pass; None when a
+    comment or quoted string is left open. The email package parses nested comments by
+    recursion: a few thousand "(" raise RecursionError."""
+    out: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for c in text:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif quoted:
+            quoted = c != '"'
+        elif c == '"' and not depth:
+            quoted = True
+        elif c == "(":
+            depth += 1
+            continue
+        elif c == ")" and depth:
+            depth -= 1
+            c = " "
+        if not depth:
+            out.append(c)
+    return None if depth or quoted or escaped else "".join(out)
 
 
 def header_summary(raw: bytes) -> tuple[str, str]:

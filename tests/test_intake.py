@@ -86,7 +86,7 @@ def from_header(mail: bytes, value: bytes) -> bytes:
 
 FOREIGN = [b"CEO <ceo@example.com>", b'"alice@example.com" <ceo@example.com>',
            b"alice@example.com, ceo@example.com", b"Alice <alice@example.com>\r\nFrom: ceo@example.com",
-           b"undisclosed:;", b"<>"]
+           b"undisclosed:;", b"<>", b"(" * 5000 + b"alice@example.com", b"alice@example.com (unclosed"]
 
 
 @pytest.mark.parametrize("value", FOREIGN)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from fuzzing import assert_linear, fuzz
 from relay.control import read_controls, strip_controls
-from relay.intake import crlf_header_block
+from relay.intake import crlf_header_block, owns_header_from
 from relay.smtpd import DataReader
 
 # --- the control-header reader ---------------------------------------------------------
@@ -54,6 +54,19 @@ def test_the_control_reader_is_linear_on_adversarial_shapes():
     for shape in range(len(_control_shapes(0))):
         assert_linear(lambda n, i=shape: _control_shapes(n)[i],
                       lambda raw: (read_controls(raw), strip_controls(raw), crlf_header_block(raw)))
+
+
+@fuzz
+@given(HEADER_BLOCKS | st.binary(max_size=60).map(lambda v: b"From: " + v))
+def test_the_from_check_never_raises(head):
+    owns_header_from(crlf_header_block(head + b"\r\n\r\n"), "address", "alice@example.com")
+
+
+def test_the_from_check_is_linear():
+    shapes = [b"alice@example.com, ", b'"', b"(", b"((a)", b"<", b"\\", b'"a",', b"From: a\r\n"]
+    for piece in shapes:
+        assert_linear(lambda n, p=piece: b"From: " + p * (n // len(p)) + b"\r\n\r\n",
+                      lambda raw: owns_header_from(raw, "domain", "alice@example.com"))
 
 
 # --- the DATA reader -------------------------------------------------------------------
