@@ -47,6 +47,8 @@ class SmtpConfig:
     max_recipients: int = 1000
     # failed AUTH attempts per client address in 5 minutes before AUTH is refused (0: no limit)
     auth_failures_per_5_minutes: int = 10
+    # header From must be the user's own, as sender_check decides ("reject"), or anything ("off")
+    from_check: str = "reject"
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.max_line_length", "must be at least 1000 (RFC 5321)")
     if cfg.smtp.sender_check not in ("address", "domain", "off"):
         raise ConfigError("smtp.sender_check", "expected address, domain or off")
+    if cfg.smtp.from_check not in ("reject", "off"):
+        raise ConfigError("smtp.from_check", "expected reject or off")
     for key, nets in (("smtp.trusted_networks", cfg.smtp.trusted_networks),
                       ("http.trusted_proxies", cfg.http.trusted_proxies)):
         for net in nets:

@@ -17,7 +17,9 @@ Controls (DESIGN "Per-message control"):
   ``X-Mailgun-Track-Clicks: yes|no|htmlonly``, ``X-PM-TrackOpens: true|false``,
   ``X-PM-TrackLinks: None|HtmlAndText|HtmlOnly|TextOnly``. Mailgun's ``yes`` for clicks
   rewrites links in text parts too (``htmlonly`` does not), so it sets ``text_links``.
-  Postmark's ``TextOnly`` is ``clicks=False, text_links=True`` (HTML links untouched).
+  Text links are rewritten only together with HTML links, so Postmark's ``TextOnly``
+  (text links, HTML links untouched) is read as ``clicks=False``: no link is tracked, which
+  keeps the HTML links the sender asked to leave alone.
   These headers override one dimension each on those services, leaving the other to the
   account default; here too: an opens-only alias gives ``Choice(opens=X, clicks=None)``
   and the policy fills ``None`` from the next layer down (subject tag, sticky, default).
@@ -98,7 +100,7 @@ _ALIAS_VALUES: dict[str, dict[str, Choice]] = {
     _PM_OPENS: {"true": Choice(True, None), "yes": Choice(True, None),
                 "false": Choice(False, None), "no": Choice(False, None)},
     _PM_LINKS: {"none": Choice(None, False), "htmlandtext": Choice(None, True, True),
-                "htmlonly": Choice(None, True), "textonly": Choice(None, False, True)},
+                "htmlonly": Choice(None, True), "textonly": Choice(None, False)},
 }
 # Order of precedence per dimension: specific aliases before Mailgun's catch-all.
 _OPENS_ORDER = (_MG_OPENS, _PM_OPENS, _MG_TRACK)
@@ -172,6 +174,12 @@ def header_values(raw: bytes, *names: str) -> dict[str, bytes]:
         if field_name in wanted and field_name not in found:
             found[field_name] = re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
     return found
+
+
+def header_all(raw: bytes, name: str) -> list[bytes]:
+    """Every value of the named field (lower-case name), unfolded, as raw bytes."""
+    return [re.sub(rb"\r?\n", b"", raw[vstart:end]).strip(b" \t")
+            for field_name, _, vstart, end in _fields(raw) if field_name == name]
 
 
 def read_controls(raw: bytes) -> MessageControl:
@@ -358,8 +366,14 @@ def _folds(atoms: list, entry: tuple[str, int, int]) -> bool:
     return j < 0 and i > 0 and not isinstance(atoms[i - 1], _Word) and atoms[i - 1][0] == "\n"
 
 
+# Each tag removed one at a time re-reads the whole value: past this many, quadratic.
+_TAGS_ONE_BY_ONE = 8
+
+
 def _remove_tags(atoms: list) -> bool:
     """Delete every tag and one blank next to it; True if anything was deleted."""
+    if len(_TAG.findall("".join(c for c, _, _ in _display(atoms)))) > _TAGS_ONE_BY_ONE:
+        return _remove_many_tags(atoms)
     removed = False
     # Deleting a blank must not glue an encoded word to its neighbour (that would turn
     # it into literal text); inputs that already do so are left as they are.
@@ -391,6 +405,26 @@ def _remove_tags(atoms: list) -> bool:
                 break
             _set_keep(atoms, shown[lo:hi], True)
         removed = True
+
+
+def _remove_many_tags(atoms: list) -> bool:
+    """Delete every tag, blanks left as they are, in one pass: the shown characters go on a
+    stack and a tag is popped off as soon as it is complete, so tags that removals join
+    ("[tr[track]ack]") go too. For values with many tags (no mail writes them)."""
+    stack: list[tuple[str, int, int]] = []
+    removed = False
+    for entry in _display(atoms):
+        stack.append(entry)
+        if entry[0] != "]":
+            continue
+        for size in (7, 9):  # [track], [notrack]
+            tail = stack[-size:]
+            if len(tail) == size and _TAG.fullmatch("".join(c for c, _, _ in tail)):
+                _set_keep(atoms, tail, False)
+                del stack[-size:]
+                removed = True
+                break
+    return removed
 
 
 def _render(atoms: list) -> str:

@@ -20,7 +20,7 @@ from relay.dsn import Failure, build_dsn
 from relay.intake import new_queue_id
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
-from relay.smtpd import Credentials
+from relay.credentials import Credentials
 from relay.store import Store
 from relay.records import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult
 from relay.upstream import SendOutcome, Upstream
@@ -222,8 +222,9 @@ class DeliveryWorker:
 
         async def send(copy: CopyRef | None, rcpts: list[PendingRecipient]) -> list[RecipientResult]:
             data = m.body if copy is None else rewritten[copy].data
-            # sign what we changed (the rewrite may come back from a worker as a new object)
-            if self.s.dkim_key and data != m.body:
+            # sign what we changed (the rewrite may come back from a worker as a new object),
+            # and only a From the sender owns: else our d= would vouch for someone else's domain
+            if self.s.dkim_key and data != m.body and m.from_owned:
                 data = dkim_sign(data, domain=self.s.dkim_domain, selector=self.s.dkim_selector,
                                  private_key=self.s.dkim_key)
             outcome = await self.upstream.send(m.mail_from, [r.address for r in rcpts], data,

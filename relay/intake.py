@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import email.utils
+import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from relay.control import header_values, read_controls, strip_controls
-from relay.policy import PrivacyRules, UserPolicy, decide
+from relay.control import header_all, header_values, read_controls, strip_controls
+from relay.policy import PrivacyRules, RecipientPlan, UserPolicy, decide
 from relay.records import NewCopy, NewMessage, NewRecipient
 
 def new_token() -> str:
@@ -26,6 +28,77 @@ class TrackingRules:
     internal_domains: frozenset[str] = frozenset()
     max_split: int = 50
     consent_required: bool = False  # privacy.consent = "required"
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_header_block(raw: bytes) -> bytes:
+    """``raw`` with every line end of its header block made CRLF, the body's bytes as they are.
+
+    A bare CR or LF reads as a line end to some readers and not to others (aiosmtplib turns
+    both into CRLF on the way out): made CRLF once, before anything reads a header, every
+    layer sees the same header lines. Line ends are found as the upstream's normaliser finds
+    them, so the block ends at the same empty line for every reader too.
+    """
+    blank = raw.find(b"\r\n\r\n")
+    block = raw[:blank] if blank >= 0 else raw
+    if blank >= 0 and block.count(b"\r") == block.count(b"\n") == block.count(b"\r\n"):
+        return raw  # the usual case: already CRLF throughout
+    previous_end = 0
+    for m in _LINE_END.finditer(raw):
+        if m.start() == previous_end:  # an empty line: the header block ends after it
+            return _LINE_END.sub(b"\r\n", raw[:m.end()]) + raw[m.end():]
+        previous_end = m.end()
+    return _LINE_END.sub(b"\r\n", raw)  # no body: all of it is header block
+
+
+def owns_address(rule: str, user_email: str, address: str) -> bool:
+    """Whether `address` is the user's under an ownership rule: "address" (their own) or
+    "domain" (any in their domain); "off" owns everything."""
+    address = address.lower()
+    if rule == "off":
+        return True
+    if rule == "domain":
+        return address.rpartition("@")[2] == user_email.lower().rpartition("@")[2]
+    return address == user_email.lower()
+
+
+def owns_header_from(raw: bytes, rule: str, user_email: str) -> bool:
+    """Whether every address in every From field is the user's; a From field that names no
+    address is not (what a reader makes of it is anyone's guess). No From field: nothing forged."""
+    for value in header_all(raw, "from"):
+        text = _without_comments(_text(value))
+        addresses = [address for _, address in email.utils.getaddresses([text])] if text else []
+        if not addresses or not all(a and owns_address(rule, user_email, a) for a in addresses):
+            return False
+    return True
+
+
+def _without_comments(text: str) -> str | None:
+    """`text` with its RFC 5322 comments (which nest) made blanks, in one pass; None when a
+    comment or quoted string is left open. The email package parses nested comments by
+    recursion: a few thousand "(" raise RecursionError."""
+    out: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for c in text:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif quoted:
+            quoted = c != '"'
+        elif c == '"' and not depth:
+            quoted = True
+        elif c == "(":
+            depth += 1
+            continue
+        elif c == ")" and depth:
+            depth -= 1
+            c = " "
+        if not depth:
+            out.append(c)
+    return None if depth or quoted or escaped else "".join(out)
 
 
 def header_summary(raw: bytes) -> tuple[str, str]:
@@ -65,8 +138,12 @@ def build_message(
     policy: UserPolicy | None,
     privacy: PrivacyRules,
     rules: TrackingRules,
+    owner: str = "",
+    from_rule: str = "address",
     make_token: Callable[[], str] = new_token,
 ) -> NewMessage:
+    """`owner` is the sending user's address; `from_rule` how owns_address decides for From."""
+    raw = crlf_header_block(raw)
     control = read_controls(raw)
     body = strip_controls(raw)
     message_id, subject = header_summary(body)
@@ -84,12 +161,12 @@ def build_message(
     if len(tracked) > rules.max_split:
         # one shared copy: its hits cannot name a recipient
         copies.append(NewCopy(make_token(), None, any(r.opens for r in tracked),
-                              any(r.clicks for r in tracked), any(r.text_links for r in tracked)))
+                              any(r.clicks for r in tracked), any(_text_links(r) for r in tracked)))
         index = {r.address: 0 for r in tracked}
     else:
         for r in tracked:
             index[r.address] = len(copies)
-            copies.append(NewCopy(make_token(), r.address, r.opens, r.clicks, r.text_links))
+            copies.append(NewCopy(make_token(), r.address, r.opens, r.clicks, _text_links(r)))
     return NewMessage(
         queue_id=queue_id,
         user_id=user_id,
@@ -102,6 +179,13 @@ def build_message(
         recipients=tuple(NewRecipient(r.address, index.get(r.address)) for r in plan.recipients),
         copies=tuple(copies),
         track_opens=any(c.opens for c in copies),
-        track_clicks=any(c.clicks or c.text_links for c in copies),
+        track_clicks=any(c.clicks for c in copies),
         sticky_choice=plan.new_sticky_choice,
+        from_owned=bool(owner) and owns_header_from(raw, from_rule, owner),
     )
+
+
+def _text_links(r: RecipientPlan) -> bool:
+    # the rewriter tracks text links only with HTML links: alone they would mark a copy
+    # click-tracked that has no tracked link
+    return r.clicks and r.text_links

@@ -51,6 +51,7 @@ class NewMessage:
     track_clicks: bool = False
     sticky_choice: Choice | None = None  # the user's new sticky default, stored with the mail
     is_dsn: bool = False
+    from_owned: bool = False  # every header From address is the user's: only then DKIM-signed
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ClaimedMessage:
     body: bytes
     recipients: tuple[PendingRecipient, ...]
     links_saved: bool
+    from_owned: bool = False
 
 
 @dataclass(frozen=True)

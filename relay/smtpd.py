@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import ipaddress
 import logging
 import re
@@ -16,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import aiosmtpd.smtp as aiosmtpd_smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay.auth import verify_password_async
+from relay.credentials import Credentials
 from relay.errors import StoreUnavailable
-from relay.intake import TrackingRules, build_message, new_queue_id
-from relay.limits import RateLimiter
+from relay.intake import TrackingRules, build_message, new_queue_id, owns_address
+from relay.limits import FailureLimiter, RateLimiter
 from relay.store import Store
 from relay.records import User
 
@@ -34,38 +33,19 @@ _SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!
 CHUNK = 1 << 16
 
 
-class _PerClassInspect:
-    """aiosmtpd's SMTP.__init__ asks `inspect` for the auth_* members of the session object
-    and its handler, and for the EHLO hook's signature, on every connection: 0.3 ms, about
-    8% of the relay's CPU at 250 mail/s. The answers depend only on the classes, so they
-    are computed once per class. aiosmtpd uses nothing else of `inspect` on that path."""
+class _ScannedByAiosmtpd:
+    """aiosmtpd's SMTP.__init__ scans dir() of the protocol and of its handler for auth_*,
+    smtp_* and handle_* members, and getattr()s every name it finds, on every connection:
+    about 0.1 ms, most of a connection's set-up. For our two classes dir() lists just those
+    members (the answer depends only on the class, so it is computed once per class)."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(inspect, name)
-
-    @staticmethod
-    def getmembers(obj: Any, predicate: Any = None) -> list[tuple[str, Any]]:
-        return [(name, getattr(obj, name)) for name in _auth_member_names(type(obj))]
-
-    @staticmethod
-    def signature(func: Any) -> inspect.Signature:
-        return _signature(getattr(func, "__func__", func), hasattr(func, "__self__"))
+    def __dir__(self) -> tuple[str, ...]:
+        return _scanned_names(type(self))
 
 
 @functools.cache
-def _auth_member_names(cls: type) -> tuple[str, ...]:
-    return tuple(name for name in dir(cls) if name.startswith("auth_"))
-
-
-@functools.cache
-def _signature(func: Any, bound: bool) -> inspect.Signature:
-    sig = inspect.signature(func)
-    if bound:  # as inspect.signature shows a bound method: without self
-        sig = sig.replace(parameters=list(sig.parameters.values())[1:])
-    return sig
-
-
-aiosmtpd_smtp.inspect = _PerClassInspect()
+def _scanned_names(cls: type) -> tuple[str, ...]:
+    return tuple(name for name in dir(cls) if name.startswith(("auth_", "smtp_", "handle_")))
 
 
 @dataclass(frozen=True)
@@ -80,23 +60,11 @@ class SmtpPolicy:
     rate_limit_per_minute: int = 600
     max_recipients: int = 1000
     auth_failures_per_5_minutes: int = 10
+    from_check: str = "reject"
     tracking: TrackingRules = field(default_factory=TrackingRules)
 
 
-class Credentials:
-    """The last SMTP login of each user, in memory only, for upstream.auth = passthrough."""
-
-    def __init__(self) -> None:
-        self._by_user: dict[int, tuple[str, str]] = {}
-
-    def remember(self, user_id: int, login: str, password: str) -> None:
-        self._by_user[user_id] = (login, password)
-
-    def get(self, user_id: int | None) -> tuple[str, str] | None:
-        return None if user_id is None else self._by_user.get(user_id)
-
-
-class RelayHandler:
+class RelayHandler(_ScannedByAiosmtpd):
     def __init__(self, store: Store, policy: SmtpPolicy, *, on_spooled: Callable[[], None] = lambda: None,
                  credentials: Credentials | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -105,9 +73,13 @@ class RelayHandler:
         self.credentials = credentials or Credentials()
         self.clock = clock
         self.sending = RateLimiter(policy.rate_limit_per_minute, 60.0)
-        # guessing passwords costs the guesser time, not the relay argon2 CPU
-        self.auth_failures = RateLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
+        # guessing passwords costs the guesser time, not the relay argon2 CPU; counted before
+        # the check, so parallel guesses cannot all be checked
+        self.auth_failures = FailureLimiter(policy.auth_failures_per_5_minutes, 300.0, max_keys=100000)
         self.accepted = 0
+        # who owns an address, for MAIL FROM and header From; a From is owned even with the
+        # MAIL FROM check off, or DKIM would sign anything
+        self.ownership = "address" if policy.sender_check == "off" else policy.sender_check
 
     def is_trusted(self, peer: Any) -> bool:
         ip = _peer_ip(peer)
@@ -122,18 +94,22 @@ class RelayHandler:
     async def login(self, session: Session, login: bytes, password: bytes) -> str | None:
         """None when the login is good, else the reply for the client."""
         ip = _peer_ip(session.peer)
-        if self.auth_failures.blocked(ip):
+        if not await self.auth_failures.start(ip):
             log.warning("AUTH refused for %s: too many failed logins", ip)
             return "454 4.7.0 Too many failed logins, try again later"
         email = login.decode("utf-8", "replace").strip().lower()
         secret = password.decode("utf-8", "replace")
-        user = await self.store.user_by_email(email)
-        ok = await verify_password_async(user.password_hash if user else None, secret)
+        checked = False
+        try:
+            user = await self.store.user_by_email(email)
+            ok = await verify_password_async(user.password_hash if user else None, secret)
+            checked = True
+        finally:  # a check the relay could not make (store down) is no failure of the client's
+            self.auth_failures.end(ip, failed=checked and not (ok and user is not None))
         if ok and user is not None:
             session.auth_data = user
             self.credentials.remember(user.id, login.decode("utf-8", "replace"), secret)
             return None
-        self.auth_failures.add(ip)
         log.info("AUTH failed for %r from %s", email, ip)
         return "535 5.7.8 Authentication credentials invalid"
 
@@ -142,7 +118,7 @@ class RelayHandler:
         session.host_name = hostname
         return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(self, server: SMTP, session: RelaySession, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if not _is_address(address):
             return "553 5.1.7 Bad sender address syntax"
@@ -153,13 +129,13 @@ class RelayHandler:
             user = await self.store.user_by_email(address)
             if user is None:
                 return "550 5.7.1 Sender address is not a known user of this relay"
-        elif not _sender_allowed(self.policy.sender_check, user.email, address):
+        elif not owns_address(self.policy.sender_check, user.email, address):
             return f"553 5.7.1 Sender address rejected: not owned by {user.email}"
         if not self.sending.allow(user.id):
             return "451 4.7.0 Rate limit exceeded, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        session.user = user  # type: ignore[attr-defined]
+        session.user = user
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -173,8 +149,9 @@ class RelayHandler:
             envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        user: User = session.user  # type: ignore[attr-defined]
+    async def handle_DATA(self, server: SMTP, session: RelaySession, envelope: Envelope) -> str:
+        user = session.user
+        assert user is not None  # MAIL FROM set it
         raw = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
         try:
@@ -184,7 +161,10 @@ class RelayHandler:
                 raw, queue_id=queue_id, user_id=user.id, mail_from=envelope.mail_from or "",
                 rcpt_tos=rcpts, client_ip=_peer_ip(session.peer), now=self.clock(),
                 policy=policy, privacy=privacy, rules=self.policy.tracking,
+                owner=user.email, from_rule=self.ownership,
             )
+            if not msg.from_owned and self.policy.from_check == "reject":
+                return f"550 5.7.1 From header rejected: not owned by {user.email}"
             await self.store.spool(msg)
         except StoreUnavailable as e:
             log.error("spool failed, mail refused with 451: %s", e)
@@ -211,16 +191,15 @@ def _peer_ip(peer: Any) -> str:
     return ""
 
 
-def _sender_allowed(check: str, user_email: str, address: str) -> bool:
-    address = address.lower()
-    if check == "off":
-        return True
-    if check == "domain":
-        return address.rpartition("@")[2] == user_email.rpartition("@")[2]
-    return address == user_email.lower()
+class RelaySession(Session):
+    """aiosmtpd's Session, where `login_data` (still set by aiosmtpd's AUTH after a success) is
+    a plain attribute instead of its deprecated property, which logs a warning at every login."""
+
+    login_data: Any = None
+    user: User | None = None  # who the current transaction belongs to, set at MAIL FROM
 
 
-class RelaySMTP(SMTP):
+class RelaySMTP(_ScannedByAiosmtpd, SMTP):
     """aiosmtpd's SMTP with a chunked DATA reader and AUTH checked off the event loop.
 
     aiosmtpd reads DATA a line at a time with a debug log per line: about two thirds of its
@@ -236,6 +215,9 @@ class RelaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         if implicit_tls:
             self._auth_require_tls = False  # the whole connection is TLS already
+
+    def _create_session(self) -> RelaySession:
+        return RelaySession(self.loop)
 
     async def push(self, status: str | bytes) -> None:
         # a multi-line reply ("250-...") goes out in one write with its last line, not one
@@ -307,34 +289,59 @@ class RelaySMTP(SMTP):
             return None, None
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        limit = self.data_size_limit or 0
-        buf = bytearray(b"\r\n")  # so that an empty message's lone "." is found too
-        too_big = False
+        reader = DataReader(self.data_size_limit or 0, self.line_length_limit)
         while True:
-            start = max(0, len(buf) - len(END_OF_DATA) + 1)
             chunk = await self._reader.read(CHUNK)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
-            buf += chunk
-            end = buf.find(END_OF_DATA, start)
-            if end >= 0:
-                leftover = bytes(buf[end + len(END_OF_DATA):])
+            leftover = reader.feed(chunk)
+            if leftover is not None:
                 if leftover:  # pipelined commands after the dot: give them back to the reader
                     self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
-                del buf[end + 2:]
-                break
-            if limit and len(buf) > limit + 2:
-                # keep reading to the dot, but keep only the tail needed to find it
-                too_big = True
-                del buf[: len(buf) - len(END_OF_DATA)]
-        if too_big or (limit and len(buf) - 2 > limit):
+                return reader.result()
+
+
+class DataReader:
+    """No I/O: the bytes after DATA's 354, in chunks of any size, up to the lone dot; then the
+    message, dot-unstuffed, or the refusal for a message past the size or line-length limit.
+
+    The chunks are scanned for the end marker only where it can newly appear, so the work is
+    linear in the bytes read; past the size limit only the tail needed to find the marker is
+    kept.
+    """
+
+    def __init__(self, size_limit: int, line_length_limit: int) -> None:
+        self.size_limit = size_limit  # 0: none
+        self.line_length_limit = line_length_limit
+        self._buf = bytearray(b"\r\n")  # so that an empty message's lone "." is found too
+        self._too_big = False
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """None while the end is still to come; then the bytes that followed the end marker."""
+        buf = self._buf
+        start = max(0, len(buf) - len(END_OF_DATA) + 1)
+        buf += chunk
+        end = buf.find(END_OF_DATA, start)
+        if end >= 0:
+            leftover = bytes(buf[end + len(END_OF_DATA):])
+            del buf[end + 2:]
+            return leftover
+        # too big for sure: more than the limit before the longest end marker that may follow
+        if self.size_limit and len(buf) - 2 - len(b".\r\n") > self.size_limit:
+            self._too_big = True
+            del buf[: max(0, len(buf) - len(END_OF_DATA))]  # (a negative end would cut the tail)
+        return None
+
+    def result(self) -> tuple[bytes, str | None]:
+        """(message, None), or (b"", the reply refusing it); once feed returned the leftover."""
+        buf = self._buf
+        if self._too_big or (self.size_limit and len(buf) - 2 > self.size_limit):
             return b"", "552 5.3.4 Message too big for system"
         # the longest line, CR included, via C-speed split (a regex here would be quadratic)
         if max(map(len, buf.split(b"\n"))) > self.line_length_limit + 1:
             return b"", f"500 5.5.6 Line too long (limit {self.line_length_limit})"
         # undo dot-stuffing (RFC 5321 4.5.2)
-        data = bytes(buf).replace(b"\r\n..", b"\r\n.")[2:]
-        return data, None
+        return bytes(buf).replace(b"\r\n..", b"\r\n.")[2:], None
 
 
 async def start_listener(handler: RelayHandler, host: str, port: int, *, tls: ssl.SSLContext,

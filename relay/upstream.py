@@ -9,37 +9,67 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import SMTPStatus
 
 from relay.config import UpstreamTarget
 from relay.store import Store
 
 log = logging.getLogger(__name__)
 IDLE_CLOSE = 30.0
-_normalize_line_endings = aiosmtplib.protocol.normalize_message_line_endings
 
 
-def _normalize_if_needed(message: bytes) -> bytes:
-    """aiosmtplib rewrites every line ending with a regex (8% of the relay's CPU under load);
-    mail received over SMTP already has CRLF everywhere, which three C-speed counts confirm."""
+def crlf_everywhere(message: bytes) -> bytes:
+    """aiosmtplib's normalize_message_line_endings, which rewrites every line ending with a
+    regex (8% of the relay's CPU under load); mail received over SMTP already has CRLF
+    everywhere, which three C-speed counts confirm."""
     crlf = message.count(b"\r\n")
     if message.endswith(b"\r\n") and message.count(b"\n") == crlf and message.count(b"\r") == crlf:
         return message
-    return _normalize_line_endings(message)
+    return normalize_message_line_endings(message)
 
 
-class _DotStuffing:
-    """aiosmtplib doubles a leading dot with a (?m)^\\. regex (13% of the delivery process's CPU
-    on a 20 KB mail); bytes.replace gives the same bytes at C speed."""
-
-    @staticmethod
-    def sub(repl: bytes, message: bytes) -> bytes:
-        assert repl == b".."
-        stuffed = message.replace(b"\n.", b"\n..")
-        return b"." + stuffed if stuffed.startswith(b".") else stuffed
+def dot_stuff(message: bytes) -> bytes:
+    """A dot doubled at the start of each line, as aiosmtplib's (?m)^\\. regex does (13% of
+    the delivery process's CPU on a 20 KB mail), at C speed with bytes.replace."""
+    stuffed = message.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
-aiosmtplib.protocol.normalize_message_line_endings = _normalize_if_needed
-aiosmtplib.protocol.PERIOD_REGEX = _DotStuffing
+class _FastDataProtocol(SMTPProtocol):
+    """aiosmtplib's protocol with the DATA payload prepared by the two functions above. Only
+    our connections use it (the library itself is left as it ships)."""
+
+    async def execute_data_command(self, message: bytes, timeout: float | None = None) -> SMTPResponse:
+        # aiosmtplib 5.1.3's execute_data_command, with only the two transformations replaced
+        if self._command_lock is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        message = dot_stuff(crlf_everywhere(message)) + b".\r\n"
+        async with self._command_lock:
+            self._response_pending = True
+            self.write(b"DATA\r\n")
+            start_response = await self.read_response(timeout=timeout)
+            if start_response.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start_response.code, start_response.message)
+            self._response_pending = True
+            self.write(message)
+            response = await self.read_response(timeout=timeout)
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
+
+
+class _Connection(aiosmtplib.SMTP):
+    """An aiosmtplib client whose connection sends DATA through _FastDataProtocol."""
+
+    async def _create_connection(self, timeout: float | None) -> SMTPResponse:
+        response = await super()._create_connection(timeout)
+        # the library builds its protocol inside this method: give ours its class (it adds
+        # no state, only the DATA method) before any DATA is sent
+        assert type(self.protocol) is SMTPProtocol
+        self.protocol.__class__ = _FastDataProtocol
+        return response
 
 
 @dataclass(frozen=True)
@@ -113,7 +143,7 @@ class SmtpUpstream:
                 return conn
             await _quietly_close(conn)
         kind = self.target.kind
-        conn = aiosmtplib.SMTP(
+        conn = _Connection(
             hostname=self.target.host, port=self.target.port, timeout=self.timeout,
             use_tls=kind == "smtps", start_tls=kind == "starttls", tls_context=self.tls_context,
         )

@@ -42,6 +42,7 @@ def test_file_then_environment(tmp_path):
     ('[smtp]\nlisten = "nonsense"', "smtp.listen"),
     ('[smtp]\nlistn = "127.0.0.1:25"', "smtp.listn"),
     ('[smtpp]\nlisten = "127.0.0.1:25"', "smtpp"),
+    ('[smtp]\nfrom_check = "warn"', "smtp.from_check"),
     ('[upstream]\nurl = "http://x"', "upstream.url"),
     ('[store]\nurl = "mysql://x"', "store.url"),
     ('[tracking]\ndefault_mode = "sometimes"', "tracking.default_mode"),

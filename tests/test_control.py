@@ -114,7 +114,7 @@ def test_body_text_is_never_read() -> None:
     ("X-PM-TrackLinks: None", Choice(None, False, False)),
     ("X-PM-TrackLinks: HtmlAndText", Choice(None, True, True)),
     ("X-PM-TrackLinks: HtmlOnly", Choice(None, True, False)),
-    ("X-PM-TrackLinks: TextOnly", Choice(None, False, True)),
+    ("X-PM-TrackLinks: TextOnly", Choice(None, False)),  # text links go only with HTML ones
     ("X-PM-TrackLinks: htmlandtext", Choice(None, True, True)),
     ("X-PM-TrackLinks: Everything", None),
 ])
@@ -129,7 +129,7 @@ def test_alias_values(header: str, expected: Choice | None) -> None:
     (("X-Mailgun-Track-Opens: yes", "X-Mailgun-Track-Clicks: no"), Choice(True, False)),
     (("X-Mailgun-Track-Opens: no", "X-Mailgun-Track-Clicks: htmlonly"), Choice(False, True)),
     (("X-PM-TrackOpens: true", "X-PM-TrackLinks: HtmlAndText"), Choice(True, True, True)),
-    (("X-PM-TrackOpens: false", "X-PM-TrackLinks: TextOnly"), Choice(False, False, True)),
+    (("X-PM-TrackOpens: false", "X-PM-TrackLinks: TextOnly"), Choice(False, False)),
     # the specific alias wins over Mailgun's catch-all for its own dimension
     (("X-Mailgun-Track: yes", "X-Mailgun-Track-Opens: no"), Choice(False, True, True)),
     (("X-Mailgun-Track-Clicks: no", "X-Mailgun-Track: yes"), Choice(True, False, False)),

@@ -22,7 +22,8 @@ from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
 from relay.netaddr import parse_networks
-from relay.smtpd import Credentials, RelayHandler, SmtpPolicy, start_listener
+from relay.credentials import Credentials
+from relay.smtpd import RelayHandler, SmtpPolicy, start_listener
 from relay.store import Store, open_store
 from relay.tlsutil import self_signed, server_context
 from relay.upstream import CaptureUpstream, SmtpUpstream, Upstream
@@ -128,7 +129,7 @@ class App:
             hostname=cfg.hostname, max_message_size=cfg.max_message_size, max_line_length=cfg.max_line_length,
             trusted_networks=parse_networks(cfg.trusted_networks), sender_check=cfg.sender_check,
             rate_limit_per_minute=cfg.rate_limit_per_minute, max_recipients=cfg.max_recipients,
-            auth_failures_per_5_minutes=cfg.auth_failures_per_5_minutes,
+            auth_failures_per_5_minutes=cfg.auth_failures_per_5_minutes, from_check=cfg.from_check,
             tracking=TrackingRules(
                 default_mode=self.cfg.tracking.default_mode,
                 internal_domains=frozenset(d.lower() for d in self.cfg.tracking.internal_domains),

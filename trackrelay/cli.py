@@ -276,6 +276,8 @@ sender_check = "address"
 rate_limit_per_minute = 600
 # failed logins per client address in 5 minutes before AUTH is refused for a while
 auth_failures_per_5_minutes = 10
+# header From must be the user's own (as sender_check decides): "reject", or "off" for shared mailboxes
+from_check = "reject"
 
 [upstream]
 # smtp://host:port, smtp+starttls://host:port, smtps://host:port, or capture: (keep mail locally)

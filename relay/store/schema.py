@@ -143,4 +143,9 @@ MIGRATIONS: list[str] = [
     DROP INDEX messages_due;
     CREATE INDEX messages_pending ON messages(next_attempt_at) WHERE status IN ('queued', 'deferred');
     """,
+    # 4: whether every header From address is the sender's own: only such mail is DKIM-signed.
+    # Mail spooled before this is not known to be, so it goes out unsigned.
+    """
+    ALTER TABLE messages ADD COLUMN from_owned INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -336,9 +336,11 @@ def _note_ip(c: sqlite3.Connection, user_id: int, ip: str, now: float) -> None:
 def _spool(c: sqlite3.Connection, m: NewMessage) -> int:
     cur = c.execute(
         "INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at,"
-        " client_ip, track_opens, track_clicks, is_dsn, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " client_ip, track_opens, track_clicks, is_dsn, next_attempt_at, from_owned)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
-         m.client_ip, int(m.track_opens), int(m.track_clicks), int(m.is_dsn), m.received_at),
+         m.client_ip, int(m.track_opens), int(m.track_clicks), int(m.is_dsn), m.received_at,
+         int(m.from_owned)),
     )
     message_id = cur.lastrowid
     c.execute("INSERT INTO bodies (message_id, data) VALUES (?, ?)", (message_id, m.body))
@@ -393,7 +395,7 @@ def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: fl
             continue
         claimed.append(ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"],
                                       row["received_at"], bytes(body[0]), recipients,
-                                      bool(row["links_saved"])))
+                                      bool(row["links_saved"]), bool(row["from_owned"])))
     return claimed
 
 
