@@ -1,6 +1,7 @@
 """SQLite backend: the embedded default (one file under ./var/, WAL, group commit)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 FINAL = ("sent", "bounced")
 # privacy list kind -> (table, column); names come from here only, never from input
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
-# an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
+# an erased body leaves copies of its pages in the WAL (and its old page in the main file)
+# until a checkpoint; one runs at most this long after an erase, however quiet the relay is
 CHECKPOINT_EVERY = 5.0
 
 
@@ -40,6 +42,7 @@ class SqliteStore(ReportsMixin):
         self._runner = SqliteRunner(path)
         self._last_checkpoint = 0.0
         self._erased_since_checkpoint = False
+        self._deferred_checkpoint: asyncio.Task | None = None
 
     @property
     def location(self) -> str:
@@ -55,6 +58,8 @@ class SqliteStore(ReportsMixin):
         self._runner.start(conn)
 
     async def close(self) -> None:
+        if self._deferred_checkpoint is not None:
+            self._deferred_checkpoint.cancel()
         if self._erased_since_checkpoint:
             await self.checkpoint()
         self._runner.close()
@@ -64,7 +69,26 @@ class SqliteStore(ReportsMixin):
         self._erased_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         # outside the writer's transaction: checkpoints cannot run inside one
-        await self._runner.read(_checkpoint)
+        if not await self._runner.read(_checkpoint):
+            self._erased_since_checkpoint = True  # a reader held the old pages: try again later
+
+    async def _checkpoint_due(self) -> None:
+        """After an erase: at once if the last checkpoint is old enough, else deferred to then."""
+        wait = self._last_checkpoint + CHECKPOINT_EVERY - time.monotonic()
+        if wait <= 0:
+            await self.checkpoint()
+        if self._erased_since_checkpoint and self._deferred_checkpoint is None:
+            self._deferred_checkpoint = asyncio.create_task(self._checkpoint_later(max(wait, 0.1)))
+
+    async def _checkpoint_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._deferred_checkpoint = None
+        if not self._erased_since_checkpoint:
+            return
+        try:
+            await self._checkpoint_due()
+        except Exception:  # the store is failing; close() checkpoints what is left
+            log.exception("deferred checkpoint failed")
 
     # users and credentials
 
@@ -183,8 +207,7 @@ class SqliteStore(ReportsMixin):
         status, erased = await self._runner.write(job)
         if erased:
             self._erased_since_checkpoint = True
-            if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY:
-                await self.checkpoint()
+            await self._checkpoint_due()
         return status
 
     async def lock_holders(self) -> set[str]:
@@ -280,8 +303,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         log.info("store migrated to version %d", number)
 
 
-def _checkpoint(c: sqlite3.Connection) -> None:
-    c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+def _checkpoint(c: sqlite3.Connection) -> bool:
+    """True if the whole WAL was folded back and truncated."""
+    busy, _, _ = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
 
 
 def _user(row: sqlite3.Row | None) -> User | None:
