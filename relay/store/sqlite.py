@@ -215,15 +215,6 @@ class SqliteStore(ReportsMixin):
             lambda c: {r[0] for r in c.execute("SELECT DISTINCT locked_by FROM messages WHERE locked_by IS NOT NULL")}
         )
 
-    async def retry_now(self, now: float) -> None:
-        """After a restart, waiting mail is tried at once instead of at its next retry time."""
-        await self._runner.write(
-            lambda c: c.execute(
-                "UPDATE messages SET next_attempt_at = ? WHERE status IN ('queued', 'deferred') AND next_attempt_at > ?",
-                (now, now),
-            )
-        )
-
     async def release(self, worker: str) -> None:
         await self._runner.write(
             lambda c: c.execute(
