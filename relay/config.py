@@ -148,6 +148,13 @@ DURATION_KEYS = {
     ("delivery", "max_age"),
     ("notify", "retry_intervals"),
 }
+# keys of features not built yet (notifications, retention purge): any value but the
+# default would be silently ignored, so it is refused instead
+NOT_IMPLEMENTED = {
+    ("notify", "allow_private_targets"),
+    ("notify", "retry_intervals"),
+    ("privacy", "retention_days"),
+}
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -306,6 +313,10 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
+    for section, key in sorted(NOT_IMPLEMENTED):
+        default = getattr(type(getattr(cfg, section))(), key)
+        if getattr(getattr(cfg, section), key) != default:
+            raise ConfigError(f"{section}.{key}", "not implemented yet; remove it or keep the default")
     parse_listen(cfg.smtp.listen, "smtp.listen")
     if cfg.smtp.tls_listen:
         parse_listen(cfg.smtp.tls_listen, "smtp.tls_listen")
