@@ -357,8 +357,21 @@ def _validate(cfg: Config) -> None:
     if any(bool(getattr(cfg.dkim, k)) for k in ("domain", "selector", "key_file")):
         if not all(getattr(cfg.dkim, k) for k in ("domain", "selector", "key_file")):
             raise ConfigError("dkim", "set dkim.domain, dkim.selector and dkim.key_file together")
-        if not Path(cfg.dkim.key_file).is_file():
-            raise ConfigError("dkim.key_file", f"file not found: {cfg.dkim.key_file}")
+        _check_dkim_key(cfg.dkim)
+
+
+def _check_dkim_key(dkim: DkimConfig) -> None:
+    """A key that cannot sign would 451 every tracked mail until it bounces: refuse it at start."""
+    from relay.dkim import DkimError, check_key  # dkimpy only for configs that sign
+
+    try:
+        pem = Path(dkim.key_file).read_bytes()
+    except OSError as e:
+        raise ConfigError("dkim.key_file", f"cannot read {dkim.key_file}: {e.strerror or e}") from None
+    try:
+        check_key(domain=dkim.domain, selector=dkim.selector, private_key=pem)
+    except DkimError as e:
+        raise ConfigError("dkim.key_file", f"cannot sign with it: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import config
 from relay.errors import ConfigError
@@ -116,3 +118,28 @@ def test_cli_refuses_a_key_not_built_in_one_line(tmp_path, verb):
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("trackrelay: privacy.retention_days: not implemented yet")
+
+
+@pytest.mark.parametrize("verb", ["check-config", "serve"])
+def test_a_dkim_key_that_cannot_sign_is_refused_at_start(tmp_path, verb):
+    bad = tmp_path / "dkim.pem"
+    bad.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    env.update({"TRACKRELAY_DKIM_DOMAIN": "shop.example", "TRACKRELAY_DKIM_SELECTOR": "mail",
+                "TRACKRELAY_DKIM_KEY_FILE": str(bad), "TRACKRELAY_STORE_URL": f"sqlite:///{tmp_path}/never.db"})
+    for part in ("SMTP", "HTTP", "ADMIN"):
+        env[f"TRACKRELAY_{part}_LISTEN"] = "127.0.0.1:0"
+    out = subprocess.run([TRACKRELAY, verb], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("trackrelay: dkim.key_file: cannot sign with it")
+
+
+def test_a_good_dkim_key_checks(tmp_path):
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    good = tmp_path / "dkim.pem"
+    good.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cfg = config.load(None, {"TRACKRELAY_DKIM_DOMAIN": "shop.example", "TRACKRELAY_DKIM_SELECTOR": "mail",
+                             "TRACKRELAY_DKIM_KEY_FILE": str(good)})
+    assert cfg.dkim.key_file == str(good)
