@@ -1,7 +1,9 @@
 """Config: TOML + environment overrides, validated once with one clear line per mistake."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +145,24 @@ def test_a_good_dkim_key_checks(tmp_path):
     cfg = config.load(None, {"TRACKRELAY_DKIM_DOMAIN": "shop.example", "TRACKRELAY_DKIM_SELECTOR": "mail",
                              "TRACKRELAY_DKIM_KEY_FILE": str(good)})
     assert cfg.dkim.key_file == str(good)
+
+
+def test_init_writes_every_key_with_a_comment_and_loads_back_to_the_defaults(tmp_path):
+    f = tmp_path / "new.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    subprocess.run([TRACKRELAY, "init", "-c", str(f)], check=True, capture_output=True, env=env, timeout=60)
+    text = f.read_text()
+    sections = dict(re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S))
+    defaults = config.Config()
+    for section in dataclasses.fields(defaults):
+        if section.name == "source":
+            continue
+        body = sections[section.name]
+        for key in dataclasses.fields(getattr(defaults, section.name)):
+            # a comment line, then the key (commented out only where the default is the machine's own)
+            assert re.search(rf"^# .+\n(# )?{key.name} = ", body, re.M), f"{section.name}.{key.name}"
+    loaded = config.load(f, {})
+    assert len(loaded.admin.secret_key) >= 32
+    fresh = dataclasses.replace(defaults, admin=dataclasses.replace(defaults.admin, secret_key=loaded.admin.secret_key),
+                                source=str(f))
+    assert loaded == fresh
