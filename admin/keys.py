@@ -1,4 +1,4 @@
-"""Typed application state shared by the admin listener's parts (API now, panel later)."""
+"""Typed application state shared by the admin listener's parts (the JSON API and the panel)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

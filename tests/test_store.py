@@ -1,4 +1,4 @@
-"""Store contract: what every backend must do (SQLite now; PostgreSQL runs the same tests later)."""
+"""Store contract: what every backend must do (the SQLite engine is the only one so far)."""
 from __future__ import annotations
 
 import asyncio

@@ -17,7 +17,6 @@ from relay.records import (
     ClaimedMessage,
     CopyRef,
     CopyTarget,
-    NewEvent,
     NewMessage,
     PendingRecipient,
     RecipientResult,
@@ -266,16 +265,6 @@ class SqliteStore(ReportsMixin):
 
     async def copy_target(self, token: str) -> CopyTarget | None:
         return await self._runner.read(lambda c: _copy_target(c, token))
-
-    async def add_events(self, events: Sequence[NewEvent]) -> None:
-        await self._runner.write(
-            lambda c: c.executemany(
-                "INSERT INTO events (copy_id, message_id, type, at, position, ip, user_agent, class, implied)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
-                 for e in events],
-            )
-        )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
