@@ -54,4 +54,4 @@ async def test_a_restart_retries_mail_in_flight_at_once_and_deferred_mail_on_its
         row = await app.store.message_row(1)
         assert row["status"] == "deferred" and row["next_attempt_at"] == deferred["next_attempt_at"]
         await app.stop()
-    assert [m.data.count(b"Subject: deferred") for m in sink.messages] == [0, 0, 0]
+    assert len(sink.messages) == 3 and not any(b"Subject: deferred" in m.data for m in sink.messages)
