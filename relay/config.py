@@ -31,7 +31,7 @@ class Secret(str):
         return "Secret('***')" if self else "Secret('')"
 
 
-def key(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING,
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING,
         fresh_secret: bool = False) -> Any:
     """A config key and its one-line comment, the one `trackrelay init` writes above it.
     fresh_secret: init writes a new random value; a factory default (the machine's own) stays commented out."""
@@ -41,92 +41,92 @@ def key(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dat
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    listen: str = key("127.0.0.1:2525", "submission listener (plain + STARTTLS); AUTH needs TLS unless it is on loopback")
-    tls_listen: str = key("", "implicit TLS listener, port 465 style (empty: off)")
-    tls_cert: str = key("", "PEM certificate; empty: a self-signed pair is made at start under var/tls/")
-    tls_key: str = key("", "PEM private key of tls_cert")
-    hostname: str = key(doc="EHLO and banner name (default: this machine's name)", factory=socket.getfqdn)
-    max_message_size: int = key(36700160, "advertised SIZE in bytes; larger mail gets 552")
-    max_line_length: int = key(8192, "longest DATA line accepted (real clients exceed RFC 5321's 1000)")
-    trusted_networks: tuple[str, ...] = key((), "CIDRs that relay without AUTH; their mail belongs to the user owning MAIL FROM")
-    sender_check: str = key("address", 'MAIL FROM must be the user\'s address ("address"), in its domain ("domain"), or "off"')
-    rate_limit_per_minute: int = key(600, "messages per user per minute (0: no limit)")
-    max_recipients: int = key(1000, "recipients per mail (452 beyond)")
-    auth_failures_per_5_minutes: int = key(10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
+    listen: str = setting("127.0.0.1:2525", "submission listener (plain + STARTTLS); AUTH needs TLS unless it is on loopback")
+    tls_listen: str = setting("", "implicit TLS listener, port 465 style (empty: off)")
+    tls_cert: str = setting("", "PEM certificate; empty: a self-signed pair is made at start under var/tls/")
+    tls_key: str = setting("", "PEM private key of tls_cert")
+    hostname: str = setting(doc="EHLO and banner name (default: this machine's name)", factory=socket.getfqdn)
+    max_message_size: int = setting(36700160, "advertised SIZE in bytes; larger mail gets 552")
+    max_line_length: int = setting(8192, "longest DATA line accepted (real clients exceed RFC 5321's 1000)")
+    trusted_networks: tuple[str, ...] = setting((), "CIDRs that relay without AUTH; their mail belongs to the user owning MAIL FROM")
+    sender_check: str = setting("address", 'MAIL FROM must be the user\'s address ("address"), in its domain ("domain"), or "off"')
+    rate_limit_per_minute: int = setting(600, "messages per user per minute (0: no limit)")
+    max_recipients: int = setting(1000, "recipients per mail (452 beyond)")
+    auth_failures_per_5_minutes: int = setting(10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    url: str = key("capture:", "smtp://h:p, smtp+starttls://h:p, smtps://h:p, or capture: (keep mail in the store)")
-    username: str = key("", "the relay's own upstream login")
-    password: Secret = key(Secret(""), "password of that login")
-    auth: str = key("relay", '"relay" (the login above) or "passthrough" (each user\'s own SMTP login)')
-    timeout: float = key(60.0, "seconds to wait for the upstream's answers")
-    pool_size: int = key(20, "upstream connections kept open and reused")
-    ca_file: str = key("", "CA bundle to verify the upstream's certificate (empty: the system's CAs)")
+    url: str = setting("capture:", "smtp://h:p, smtp+starttls://h:p, smtps://h:p, or capture: (keep mail in the store)")
+    username: str = setting("", "the relay's own upstream login")
+    password: Secret = setting(Secret(""), "password of that login")
+    auth: str = setting("relay", '"relay" (the login above) or "passthrough" (each user\'s own SMTP login)')
+    timeout: float = setting(60.0, "seconds to wait for the upstream's answers")
+    pool_size: int = setting(20, "upstream connections kept open and reused")
+    ca_file: str = setting("", "CA bundle to verify the upstream's certificate (empty: the system's CAs)")
 
 
 @dataclass(frozen=True)
 class HttpConfig:
-    listen: str = key("127.0.0.1:8080", "public hits server (pixel and click redirects)")
-    public_url: str = key("http://127.0.0.1:8080", "base URL of the hits server written into mail")
-    trusted_proxies: tuple[str, ...] = key((), "CIDRs of reverse proxies whose X-Forwarded-For is believed")
-    hit_queue_size: int = key(100000, "hits waiting for the store before more are dropped (and counted)")
+    listen: str = setting("127.0.0.1:8080", "public hits server (pixel and click redirects)")
+    public_url: str = setting("http://127.0.0.1:8080", "base URL of the hits server written into mail")
+    trusted_proxies: tuple[str, ...] = setting((), "CIDRs of reverse proxies whose X-Forwarded-For is believed")
+    hit_queue_size: int = setting(100000, "hits waiting for the store before more are dropped (and counted)")
 
 
 @dataclass(frozen=True)
 class AdminConfig:
-    listen: str = key("127.0.0.1:8081", "panel and JSON API (keep it private)")
-    admins_see_all: bool = key(False, "admins see every user's mail, not only their own")
-    secret_key: Secret = key(Secret(""), "signs the panel's sessions and CSRF tokens", fresh_secret=True)
+    listen: str = setting("127.0.0.1:8081", "panel and JSON API (keep it private)")
+    admins_see_all: bool = setting(False, "admins see every user's mail, not only their own")
+    secret_key: Secret = setting(Secret(""), "signs the panel's sessions and CSRF tokens", fresh_secret=True)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = key("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    url: str = setting("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db")
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    default_mode: str = key("opt-in", 'for users without their own policy: "always", "opt-in" or "off"')
-    internal_domains: tuple[str, ...] = key((), "recipients here are never tracked (empty: the sender's own domain)")
-    max_split: int = key(50, "per-recipient copies up to this many tracked recipients, then one shared copy")
-    pixel_position: str = key("bottom", '"bottom", or "top" (for Gmail\'s clipping of long mail)')
-    machine_window: float = key(10.0, "clicks this soon after delivery are a scanner's")
+    default_mode: str = setting("opt-in", 'for users without their own policy: "always", "opt-in" or "off"')
+    internal_domains: tuple[str, ...] = setting((), "recipients here are never tracked (empty: the sender's own domain)")
+    max_split: int = setting(50, "per-recipient copies up to this many tracked recipients, then one shared copy")
+    pixel_position: str = setting("bottom", '"bottom", or "top" (for Gmail\'s clipping of long mail)')
+    machine_window: float = setting(10.0, "clicks this soon after delivery are a scanner's")
     # with one process, tracked mail queued for it under load (140 ms a message at 250 msg/s)
-    rewrite_processes: int = key(2, "worker processes that rewrite tracked mail (0: on the event loop)")
+    rewrite_processes: int = setting(2, "worker processes that rewrite tracked mail (0: on the event loop)")
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    retry_intervals: tuple[float, ...] = key((60.0, 300.0, 900.0, 3600.0, 14400.0),
+    retry_intervals: tuple[float, ...] = setting((60.0, 300.0, 900.0, 3600.0, 14400.0),
                                              "waits between tries (the last repeats)")
-    max_age: float = key(5 * 86400.0, "then a deferred mail bounces with a DSN to its sender")
-    workers: int = key(60, "messages in delivery at once; upstream.pool_size caps the connections")
+    max_age: float = setting(5 * 86400.0, "then a deferred mail bounces with a DSN to its sender")
+    workers: int = setting(60, "messages in delivery at once; upstream.pool_size caps the connections")
     # never with upstream.auth = "passthrough": the passwords are in the SMTP process's memory
-    separate_process: bool = key(True, "serve delivers from a child process, so intake and delivery each get a core")
+    separate_process: bool = setting(True, "serve delivers from a child process, so intake and delivery each get a core")
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    allow_private_targets: bool = key(False, "webhooks to loopback/private addresses (not implemented yet)")
-    retry_intervals: tuple[float, ...] = key((10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0),
+    allow_private_targets: bool = setting(False, "webhooks to loopback/private addresses (not implemented yet)")
+    retry_intervals: tuple[float, ...] = setting((10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0),
                                              "waits between webhook attempts (not implemented yet)")
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    anonymize_ip: bool = key(True, "store IPv4 /24 and IPv6 /48 only")
-    consent: str = key("none", '"none", or "required": only recipients with recorded consent are tracked')
-    retention_days: int = key(365, "events older than this are purged (not implemented yet)")
+    anonymize_ip: bool = setting(True, "store IPv4 /24 and IPv6 /48 only")
+    consent: str = setting("none", '"none", or "required": only recipients with recorded consent are tracked')
+    retention_days: int = setting(365, "events older than this are purged (not implemented yet)")
 
 
 @dataclass(frozen=True)
 class DkimConfig:
-    domain: str = key("", "sign rewritten mail for this domain (set domain, selector and key_file together)")
-    selector: str = key("", "DKIM selector published in DNS")
-    key_file: str = key("", "PEM private key")
-    resign: bool = key(False, "also rewrite mail a client signed already, and sign it again")
+    domain: str = setting("", "sign rewritten mail for this domain (set domain, selector and key_file together)")
+    selector: str = setting("", "DKIM selector published in DNS")
+    key_file: str = setting("", "PEM private key")
+    resign: bool = setting(False, "also rewrite mail a client signed already, and sign it again")
 
 
 @dataclass(frozen=True)
