@@ -32,7 +32,7 @@ class Secret(str):
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING,
-        fresh_secret: bool = False) -> Any:
+            fresh_secret: bool = False) -> Any:
     """A config key and its one-line comment, the one `trackrelay init` writes above it.
     fresh_secret: init writes a new random value; a factory default (the machine's own) stays commented out."""
     meta = {"doc": doc, "fresh_secret": fresh_secret}
@@ -41,18 +41,22 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any =
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    listen: str = setting("127.0.0.1:2525", "submission listener (plain + STARTTLS); AUTH needs TLS unless it is on loopback")
+    listen: str = setting("127.0.0.1:2525",
+                          "submission listener (plain + STARTTLS); AUTH needs TLS unless it is on loopback")
     tls_listen: str = setting("", "implicit TLS listener, port 465 style (empty: off)")
     tls_cert: str = setting("", "PEM certificate; empty: a self-signed pair is made at start under var/tls/")
     tls_key: str = setting("", "PEM private key of tls_cert")
     hostname: str = setting(doc="EHLO and banner name (default: this machine's name)", factory=socket.getfqdn)
     max_message_size: int = setting(36700160, "advertised SIZE in bytes; larger mail gets 552")
     max_line_length: int = setting(8192, "longest DATA line accepted (real clients exceed RFC 5321's 1000)")
-    trusted_networks: tuple[str, ...] = setting((), "CIDRs that relay without AUTH; their mail belongs to the user owning MAIL FROM")
-    sender_check: str = setting("address", 'MAIL FROM must be the user\'s address ("address"), in its domain ("domain"), or "off"')
+    trusted_networks: tuple[str, ...] = setting(
+        (), "CIDRs that relay without AUTH; their mail belongs to the user owning MAIL FROM")
+    sender_check: str = setting(
+        "address", 'MAIL FROM must be the user\'s address ("address"), in its domain ("domain"), or "off"')
     rate_limit_per_minute: int = setting(600, "messages per user per minute (0: no limit)")
     max_recipients: int = setting(1000, "recipients per mail (452 beyond)")
-    auth_failures_per_5_minutes: int = setting(10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
+    auth_failures_per_5_minutes: int = setting(
+        10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,8 @@ class StoreConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     default_mode: str = setting("opt-in", 'for users without their own policy: "always", "opt-in" or "off"')
-    internal_domains: tuple[str, ...] = setting((), "recipients here are never tracked (empty: the sender's own domain)")
+    internal_domains: tuple[str, ...] = setting(
+        (), "recipients here are never tracked (empty: the sender's own domain)")
     max_split: int = setting(50, "per-recipient copies up to this many tracked recipients, then one shared copy")
     pixel_position: str = setting("bottom", '"bottom", or "top" (for Gmail\'s clipping of long mail)')
     machine_window: float = setting(10.0, "clicks this soon after delivery are a scanner's")
@@ -100,18 +105,19 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class DeliveryConfig:
     retry_intervals: tuple[float, ...] = setting((60.0, 300.0, 900.0, 3600.0, 14400.0),
-                                             "waits between tries (the last repeats)")
+                                                 "waits between tries (the last repeats)")
     max_age: float = setting(5 * 86400.0, "then a deferred mail bounces with a DSN to its sender")
     workers: int = setting(60, "messages in delivery at once; upstream.pool_size caps the connections")
     # never with upstream.auth = "passthrough": the passwords are in the SMTP process's memory
-    separate_process: bool = setting(True, "serve delivers from a child process, so intake and delivery each get a core")
+    separate_process: bool = setting(
+        True, "serve delivers from a child process, so intake and delivery each get a core")
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
     allow_private_targets: bool = setting(False, "webhooks to loopback/private addresses (not implemented yet)")
     retry_intervals: tuple[float, ...] = setting((10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0),
-                                             "waits between webhook attempts (not implemented yet)")
+                                                 "waits between webhook attempts (not implemented yet)")
 
 
 @dataclass(frozen=True)
