@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/trackrelay serve
 
 # Debian packages the tests and the benchmark drive for real: swaks (a real SMTP client),
-# chromium (browser tests), postfix/nginx/wrk (benchmark references), postgresql.
+# chromium (browser tests), postfix/nginx/wrk (benchmark references).
 system-deps:
 	bash scripts/system-deps.sh
 

@@ -31,103 +31,111 @@ class Secret(str):
         return "Secret('***')" if self else "Secret('')"
 
 
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING,
+            fresh_secret: bool = False) -> Any:
+    """A config key and its one-line comment, the one `trackrelay init` writes above it.
+    fresh_secret: init writes a new random value; a factory default (the machine's own) stays commented out."""
+    meta = {"doc": doc, "fresh_secret": fresh_secret}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
 @dataclass(frozen=True)
 class SmtpConfig:
-    listen: str = "127.0.0.1:2525"
-    tls_listen: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    hostname: str = field(default_factory=socket.getfqdn)
-    max_message_size: int = 36700160
-    max_line_length: int = 8192
-    trusted_networks: tuple[str, ...] = ()
-    # MAIL FROM must be the authenticated user's own address (or in their domain if "domain").
-    sender_check: str = "address"
-    rate_limit_per_minute: int = 600
-    max_recipients: int = 1000
-    # failed AUTH attempts per client address in 5 minutes before AUTH is refused (0: no limit)
-    auth_failures_per_5_minutes: int = 10
-    # header From must be the user's own, as sender_check decides ("reject"), or anything ("off")
-    from_check: str = "reject"
+    listen: str = setting("127.0.0.1:2525",
+                          "submission listener (plain + STARTTLS); AUTH needs TLS unless it is on loopback")
+    tls_listen: str = setting("", "implicit TLS listener, port 465 style (empty: off)")
+    tls_cert: str = setting("", "PEM certificate; empty: a self-signed pair is made at start under var/tls/")
+    tls_key: str = setting("", "PEM private key of tls_cert")
+    hostname: str = setting(doc="EHLO and banner name (default: this machine's name)", factory=socket.getfqdn)
+    max_message_size: int = setting(36700160, "advertised SIZE in bytes; larger mail gets 552")
+    max_line_length: int = setting(8192, "longest DATA line accepted (real clients exceed RFC 5321's 1000)")
+    trusted_networks: tuple[str, ...] = setting(
+        (), "CIDRs that relay without AUTH; their mail belongs to the user owning MAIL FROM")
+    sender_check: str = setting(
+        "address", 'MAIL FROM must be the user\'s address ("address"), in its domain ("domain"), or "off"')
+    rate_limit_per_minute: int = setting(600, "messages per user per minute (0: no limit)")
+    max_recipients: int = setting(1000, "recipients per mail (452 beyond)")
+    auth_failures_per_5_minutes: int = setting(
+        10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
+    from_check: str = setting(
+        "reject", 'header From must be the user\'s own, as sender_check decides ("reject"), or "off" (shared mailboxes)')
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    url: str = "capture:"
-    username: str = ""
-    password: Secret = Secret("")
-    auth: str = "relay"
-    timeout: float = 60.0
-    # upstream connections kept open and reused
-    pool_size: int = 20
-    # CA bundle to verify the upstream's certificate (empty: the system's CAs)
-    ca_file: str = ""
+    url: str = setting("capture:", "smtp://h:p, smtp+starttls://h:p, smtps://h:p, or capture: (keep mail in the store)")
+    username: str = setting("", "the relay's own upstream login")
+    password: Secret = setting(Secret(""), "password of that login")
+    auth: str = setting("relay", '"relay" (the login above) or "passthrough" (each user\'s own SMTP login)')
+    timeout: float = setting(60.0, "seconds to wait for the upstream's answers")
+    pool_size: int = setting(20, "upstream connections kept open and reused")
+    ca_file: str = setting("", "CA bundle to verify the upstream's certificate (empty: the system's CAs)")
 
 
 @dataclass(frozen=True)
 class HttpConfig:
-    listen: str = "127.0.0.1:8080"
-    public_url: str = "http://127.0.0.1:8080"
-    trusted_proxies: tuple[str, ...] = ()
-    hit_queue_size: int = 100000
+    listen: str = setting("127.0.0.1:8080", "public hits server (pixel and click redirects)")
+    public_url: str = setting("http://127.0.0.1:8080", "base URL of the hits server written into mail")
+    trusted_proxies: tuple[str, ...] = setting((), "CIDRs of reverse proxies whose X-Forwarded-For is believed")
+    hit_queue_size: int = setting(100000, "hits waiting for the store before more are dropped (and counted)")
 
 
 @dataclass(frozen=True)
 class AdminConfig:
-    listen: str = "127.0.0.1:8081"
-    admins_see_all: bool = False
-    secret_key: Secret = Secret("")
+    listen: str = setting("127.0.0.1:8081", "panel and JSON API (keep it private)")
+    admins_see_all: bool = setting(False, "admins see every user's mail, not only their own")
+    secret_key: Secret = setting(Secret(""), "signs the panel's sessions and CSRF tokens", fresh_secret=True)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = "sqlite:///var/trackrelay.db"
+    url: str = setting("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db")
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    default_mode: str = "opt-in"
-    internal_domains: tuple[str, ...] = ()
-    max_split: int = 50
-    pixel_position: str = "bottom"
-    machine_window: float = 10.0
-    # worker processes that rewrite mail, so SMTP intake keeps its core (0: on the event loop);
-    # with one, tracked mail queued for it under load (140 ms a message at 250 msg/s)
-    rewrite_processes: int = 2
-    # past this a rewrite is given up and the mail goes out untracked (its worker is replaced)
-    rewrite_timeout: float = 5.0
+    default_mode: str = setting("opt-in", 'for users without their own policy: "always", "opt-in" or "off"')
+    internal_domains: tuple[str, ...] = setting(
+        (), "recipients here are never tracked (empty: the sender's own domain)")
+    max_split: int = setting(50, "per-recipient copies up to this many tracked recipients, then one shared copy")
+    pixel_position: str = setting("bottom", '"bottom", or "top" (for Gmail\'s clipping of long mail)')
+    machine_window: float = setting(10.0, "clicks this soon after delivery are a scanner's")
+    # with one process, tracked mail queued for it under load (140 ms a message at 250 msg/s)
+    rewrite_processes: int = setting(2, "worker processes that rewrite tracked mail (0: on the event loop)")
+    rewrite_timeout: float = setting(5.0, "past this a rewrite is given up and the mail goes out untracked")
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 14400.0)
-    max_age: float = 5 * 86400.0
-    workers: int = 60  # messages in flight (claimed, rewritten, sending); upstream.pool_size caps connections
-    # `serve` runs delivery in a child process of its own, so intake and delivery each get a core
-    # (never with upstream.auth = "passthrough": the passwords are in the SMTP process's memory)
-    separate_process: bool = True
+    retry_intervals: tuple[float, ...] = setting((60.0, 300.0, 900.0, 3600.0, 14400.0),
+                                                 "waits between tries (the last repeats)")
+    max_age: float = setting(5 * 86400.0, "then a deferred mail bounces with a DSN to its sender")
+    workers: int = setting(60, "messages in delivery at once; upstream.pool_size caps the connections")
+    # never with upstream.auth = "passthrough": the passwords are in the SMTP process's memory
+    separate_process: bool = setting(
+        True, "serve delivers from a child process, so intake and delivery each get a core")
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    allow_private_targets: bool = False
-    retry_intervals: tuple[float, ...] = (10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0)
+    allow_private_targets: bool = setting(False, "webhooks to loopback/private addresses (not implemented yet)")
+    retry_intervals: tuple[float, ...] = setting((10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0),
+                                                 "waits between webhook attempts (not implemented yet)")
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    anonymize_ip: bool = True
-    consent: str = "none"
-    retention_days: int = 365
+    anonymize_ip: bool = setting(True, "store IPv4 /24 and IPv6 /48 only")
+    consent: str = setting("none", '"none", or "required": only recipients with recorded consent are tracked')
+    retention_days: int = setting(365, "events older than this are purged (not implemented yet)")
 
 
 @dataclass(frozen=True)
 class DkimConfig:
-    domain: str = ""
-    selector: str = ""
-    key_file: str = ""
-    # rewrite mail a client already signed, then sign it again with our key
-    resign: bool = False
+    domain: str = setting("", "sign rewritten mail for this domain (set domain, selector and key_file together)")
+    selector: str = setting("", "DKIM selector published in DNS")
+    key_file: str = setting("", "PEM private key")
+    resign: bool = setting(False, "also rewrite mail a client signed already, and sign it again")
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,13 @@ DURATION_KEYS = {
     ("delivery", "retry_intervals"),
     ("delivery", "max_age"),
     ("notify", "retry_intervals"),
+}
+# keys of features not built yet (notifications, retention purge): any value but the
+# default would be silently ignored, so it is refused instead
+NOT_IMPLEMENTED = {
+    ("notify", "allow_private_targets"),
+    ("notify", "retry_intervals"),
+    ("privacy", "retention_days"),
 }
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -311,6 +326,10 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
+    for section, key in sorted(NOT_IMPLEMENTED):
+        default = getattr(type(getattr(cfg, section))(), key)
+        if getattr(getattr(cfg, section), key) != default:
+            raise ConfigError(f"{section}.{key}", "not implemented yet; remove it or keep the default")
     parse_listen(cfg.smtp.listen, "smtp.listen")
     if cfg.smtp.tls_listen:
         parse_listen(cfg.smtp.tls_listen, "smtp.tls_listen")
@@ -355,8 +374,21 @@ def _validate(cfg: Config) -> None:
     if any(bool(getattr(cfg.dkim, k)) for k in ("domain", "selector", "key_file")):
         if not all(getattr(cfg.dkim, k) for k in ("domain", "selector", "key_file")):
             raise ConfigError("dkim", "set dkim.domain, dkim.selector and dkim.key_file together")
-        if not Path(cfg.dkim.key_file).is_file():
-            raise ConfigError("dkim.key_file", f"file not found: {cfg.dkim.key_file}")
+        _check_dkim_key(cfg.dkim)
+
+
+def _check_dkim_key(dkim: DkimConfig) -> None:
+    """A key that cannot sign would 451 every tracked mail until it bounces: refuse it at start."""
+    from relay.dkim import DkimError, check_key  # dkimpy only for configs that sign
+
+    try:
+        pem = Path(dkim.key_file).read_bytes()
+    except OSError as e:
+        raise ConfigError("dkim.key_file", f"cannot read {dkim.key_file}: {e.strerror or e}") from None
+    try:
+        check_key(domain=dkim.domain, selector=dkim.selector, private_key=pem)
+    except DkimError as e:
+        raise ConfigError("dkim.key_file", f"cannot sign with it: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -123,14 +123,15 @@ class DeliveryWorker:
         self._wake.set()
 
     async def recover(self) -> None:
-        """At start: take back claims of dead workers on this host, and retry waiting mail now."""
+        """At start: take back claims of dead workers on this host, so the mail they had in flight
+        is tried at once (its retry time has come). Deferred mail keeps its schedule: a restart,
+        or one more delivery process, must not pull every deferred mail forward."""
         host = socket.gethostname()
         for holder in await self.store.lock_holders():
             holder_host, _, pid = holder.rpartition(":")
             if holder_host == host and pid.isdigit() and not _alive(int(pid)):
                 log.info("releasing mail claimed by %s, which is gone", holder)
                 await self.store.release(holder)
-        await self.store.retry_now(self.clock())
 
     async def run(self) -> None:
         await self.recover()

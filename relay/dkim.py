@@ -10,7 +10,7 @@ import dkim as dkimpy
 
 from relay.errors import TrackrelayError
 
-__all__ = ["DkimError", "sign"]
+__all__ = ["DkimError", "check_key", "sign"]
 
 # relaxed/relaxed survives the whitespace changes and header refolding of later hops.
 _CANONICALIZE = (b"relaxed", b"relaxed")
@@ -18,6 +18,12 @@ _CANONICALIZE = (b"relaxed", b"relaxed")
 
 class DkimError(TrackrelayError, ValueError):
     """The key, the domain/selector or the message cannot be used for a signature."""
+
+
+def check_key(*, domain: str, selector: str, private_key: bytes) -> None:
+    """Raises DkimError unless a message can be signed with these: found at start, not at delivery."""
+    sign(b"From: check@" + domain.encode("ascii", "replace") + b"\r\n\r\n.\r\n",
+         domain=domain, selector=selector, private_key=private_key)
 
 
 def sign(data: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Store contract: what every backend must do (SQLite now; PostgreSQL runs the same tests later)."""
+"""Store contract: what every backend must do (the SQLite engine is the only one so far)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +8,10 @@ import time
 import pytest
 
 from relay.control import Choice
+from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy
 from relay.records import NewCopy, NewMessage, NewRecipient, RecipientResult
+from relay.store.sqlite import SqliteStore
 
 MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
 
@@ -112,3 +114,11 @@ async def test_sending_context_has_privacy_rules_only_for_the_asked_addresses(st
     policy, rules = await store.sending_context(user.id, ["Bob@Example.org", "eve@secret.example", "x@y.z", "z@z.z"])
     assert policy is None
     assert rules.do_not_track == {"bob@example.org", "@secret.example"} and rules.consented == {"x@y.z"}
+
+
+async def test_a_write_after_close_raises_at_once(tmp_path):
+    store = SqliteStore(str(tmp_path / "closed.db"))
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await asyncio.wait_for(store.add_user("late@example.com", "h"), 5)

@@ -17,6 +17,7 @@ import uvloop
 from email_validator import EmailNotValidError, validate_email
 
 from relay import config as config_mod
+from relay import config_template
 from relay.auth import hash_password, new_api_token, token_hash
 from relay.config import PARTS, Config
 from relay.errors import ConfigError, TrackrelayError
@@ -250,87 +251,10 @@ def _init(args: Any) -> int:
     path = Path(args.config or os.environ.get("TRACKRELAY_CONFIG") or config_mod.DEFAULT_FILE)
     if path.exists() and not args.force:
         raise ConfigError(str(path), "exists; use --force to overwrite")
-    path.write_text(INIT_TEMPLATE.format(secret=secrets.token_urlsafe(32)), encoding="utf-8")
+    path.write_text(config_template.render(lambda: secrets.token_urlsafe(32)), encoding="utf-8")
     path.chmod(0o600)
     print(f"wrote {path}")
     return 0
-
-
-INIT_TEMPLATE = """\
-# trackrelay configuration. Every key can be overridden by TRACKRELAY_<SECTION>_<KEY>.
-
-[smtp]
-# submission listener (plain + STARTTLS); AUTH needs TLS unless this is a loopback address
-listen = "127.0.0.1:2525"
-# implicit TLS listener, port 465 style (empty: off)
-tls_listen = ""
-# PEM files; empty: a self-signed certificate is made at start under var/tls/
-tls_cert = ""
-tls_key = ""
-max_message_size = 36700160
-max_line_length = 8192
-# CIDRs that may relay without AUTH; their mail belongs to the user owning MAIL FROM
-trusted_networks = []
-# MAIL FROM must be the user's own address: "address", "domain" or "off"
-sender_check = "address"
-rate_limit_per_minute = 600
-# failed logins per client address in 5 minutes before AUTH is refused for a while
-auth_failures_per_5_minutes = 10
-# header From must be the user's own (as sender_check decides): "reject", or "off" for shared mailboxes
-from_check = "reject"
-
-[upstream]
-# smtp://host:port, smtp+starttls://host:port, smtps://host:port, or capture: (keep mail locally)
-url = "capture:"
-username = ""
-password = ""
-# "relay": the credentials above; "passthrough": each user's own SMTP login
-auth = "relay"
-
-[http]
-# public hits server (pixel and click redirects)
-listen = "127.0.0.1:8080"
-public_url = "http://127.0.0.1:8080"
-# CIDRs of reverse proxies whose X-Forwarded-For is believed
-trusted_proxies = []
-
-[admin]
-# panel and JSON API (keep it private)
-listen = "127.0.0.1:8081"
-admins_see_all = false
-secret_key = "{secret}"
-
-[store]
-# sqlite:///relative/path.db, sqlite:////absolute/path.db
-url = "sqlite:///var/trackrelay.db"
-
-[tracking]
-# for users without their own policy: "always", "opt-in" or "off"
-default_mode = "opt-in"
-# recipients here are never tracked (empty: the sender's own domain)
-internal_domains = []
-# above this many tracked recipients one shared copy is sent (its hits name no recipient)
-max_split = 50
-pixel_position = "bottom"
-machine_window = "10s"
-# past this a rewrite is given up: the mail goes out untracked
-rewrite_timeout = "5s"
-
-[delivery]
-retry_intervals = ["1m", "5m", "15m", "1h", "4h"]
-max_age = "5d"
-# messages in flight at once; at most upstream.pool_size of them are talking to the upstream
-workers = 60
-# serve delivers from a child process, so intake and delivery each get a core
-# (false: one process; never split with upstream auth = "passthrough")
-separate_process = true
-
-[privacy]
-anonymize_ip = true
-# "none", or "required": only recipients with recorded consent are tracked
-consent = "none"
-retention_days = 365
-"""
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Numbered migrations, run at start-up. Plain SQL kept portable (a PostgreSQL twin follows)."""
+"""Numbered migrations of the SQLite store, run at start-up (PRAGMA user_version counts them)."""
 from __future__ import annotations
 
 MIGRATIONS: list[str] = [

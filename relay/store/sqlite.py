@@ -1,6 +1,7 @@
 """SQLite backend: the embedded default (one file under ./var/, WAL, group commit)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -16,7 +17,6 @@ from relay.records import (
     ClaimedMessage,
     CopyRef,
     CopyTarget,
-    NewEvent,
     NewMessage,
     PendingRecipient,
     RecipientResult,
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 FINAL = ("sent", "bounced")
 # privacy list kind -> (table, column); names come from here only, never from input
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
-# an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
+# an erased body leaves copies of its pages in the WAL (and its old page in the main file)
+# until a checkpoint; one runs at most this long after an erase, however quiet the relay is
 CHECKPOINT_EVERY = 5.0
 
 
@@ -40,6 +41,7 @@ class SqliteStore(ReportsMixin):
         self._runner = SqliteRunner(path)
         self._last_checkpoint = 0.0
         self._erased_since_checkpoint = False
+        self._deferred_checkpoint: asyncio.Task | None = None
 
     @property
     def location(self) -> str:
@@ -55,6 +57,8 @@ class SqliteStore(ReportsMixin):
         self._runner.start(conn)
 
     async def close(self) -> None:
+        if self._deferred_checkpoint is not None:
+            self._deferred_checkpoint.cancel()
         if self._erased_since_checkpoint:
             await self.checkpoint()
         self._runner.close()
@@ -64,7 +68,26 @@ class SqliteStore(ReportsMixin):
         self._erased_since_checkpoint = False
         self._last_checkpoint = time.monotonic()
         # outside the writer's transaction: checkpoints cannot run inside one
-        await self._runner.read(_checkpoint)
+        if not await self._runner.read(_checkpoint):
+            self._erased_since_checkpoint = True  # a reader held the old pages: try again later
+
+    async def _checkpoint_due(self) -> None:
+        """After an erase: at once if the last checkpoint is old enough, else deferred to then."""
+        wait = self._last_checkpoint + CHECKPOINT_EVERY - time.monotonic()
+        if wait <= 0:
+            await self.checkpoint()
+        if self._erased_since_checkpoint and self._deferred_checkpoint is None:
+            self._deferred_checkpoint = asyncio.create_task(self._checkpoint_later(max(wait, 0.1)))
+
+    async def _checkpoint_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._deferred_checkpoint = None
+        if not self._erased_since_checkpoint:
+            return
+        try:
+            await self._checkpoint_due()
+        except Exception:  # the store is failing; close() checkpoints what is left
+            log.exception("deferred checkpoint failed")
 
     # users and credentials
 
@@ -183,22 +206,12 @@ class SqliteStore(ReportsMixin):
         status, erased = await self._runner.write(job)
         if erased:
             self._erased_since_checkpoint = True
-            if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY:
-                await self.checkpoint()
+            await self._checkpoint_due()
         return status
 
     async def lock_holders(self) -> set[str]:
         return await self._runner.read(
             lambda c: {r[0] for r in c.execute("SELECT DISTINCT locked_by FROM messages WHERE locked_by IS NOT NULL")}
-        )
-
-    async def retry_now(self, now: float) -> None:
-        """After a restart, waiting mail is tried at once instead of at its next retry time."""
-        await self._runner.write(
-            lambda c: c.execute(
-                "UPDATE messages SET next_attempt_at = ? WHERE status IN ('queued', 'deferred') AND next_attempt_at > ?",
-                (now, now),
-            )
         )
 
     async def renew(self, worker: str, until: float) -> None:
@@ -258,16 +271,6 @@ class SqliteStore(ReportsMixin):
     async def copy_target(self, token: str) -> CopyTarget | None:
         return await self._runner.read(lambda c: _copy_target(c, token))
 
-    async def add_events(self, events: Sequence[NewEvent]) -> None:
-        await self._runner.write(
-            lambda c: c.executemany(
-                "INSERT INTO events (copy_id, message_id, type, at, position, ip, user_agent, class, implied)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
-                 for e in events],
-            )
-        )
-
 
 def _migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -285,8 +288,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         log.info("store migrated to version %d", number)
 
 
-def _checkpoint(c: sqlite3.Connection) -> None:
-    c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+def _checkpoint(c: sqlite3.Connection) -> bool:
+    """True if the whole WAL was folded back and truncated."""
+    busy, _, _ = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
 
 
 def _user(row: sqlite3.Row | None) -> User | None:

@@ -176,7 +176,7 @@ def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
     stored = 0
     for e in events:
         info = state.copy(e.copy_id)
-        if info is None:  # the copy was erased (purge, erase) after the hit arrived
+        if info is None:  # the copy went with its sender (`user del`) after the hit arrived
             continue
         stored += 1
         if e.type == "click" and not state.has_open(e.copy_id, e.cls):

@@ -48,6 +48,7 @@ class SqliteRunner:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def start(self, writer_conn: sqlite3.Connection) -> None:
         self._writer = threading.Thread(target=self._write_loop, args=(writer_conn,),
@@ -58,7 +59,10 @@ class SqliteRunner:
         """Run job in a transaction; returns once it is committed to disk."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
-        self._jobs.put((job, fut, loop))
+        with self._lock:  # a job queued behind close()'s stop mark would wait forever
+            if self._closed or self._writer is None:
+                raise StoreUnavailable(f"store {self.path} is closed")
+            self._jobs.put((job, fut, loop))
         # shield: a cancelled caller must not lose a write that is already queued
         return await asyncio.shield(fut)
 
@@ -85,8 +89,11 @@ class SqliteRunner:
             raise StoreUnavailable(f"store read failed: {e}") from e
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._writer is not None:
+                self._jobs.put(None)
         if self._writer is not None:
-            self._jobs.put(None)
             self._writer.join()
             self._writer = None
         self._readers.shutdown(wait=True)
