@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterator
 
+import asyncpg
 import pytest
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -16,6 +18,7 @@ from relay import config as config_mod
 from trackrelay.app import App
 from relay.auth import hash_password
 from relay.store.sqlite import SqliteStore
+from pg_server import PgServer, find_bin_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
@@ -31,9 +34,44 @@ def require_tool(name: str) -> str:
     """A missing external tool skips locally and fails in CI."""
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+        _missing(f"{name} is not installed (make test installs it)")
     return path
+
+
+def _missing(message: str) -> None:
+    pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL per test session (tests/pg_server.py)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _missing("PostgreSQL is not installed: no /usr/lib/postgresql/*/bin/pg_ctl (make test installs it)")
+    server = PgServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL; dropped after the test."""
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(pg_server.url())
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield pg_server.url(name)
+    admin = await asyncpg.connect(pg_server.url())
+    try:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @dataclass
