@@ -39,6 +39,12 @@ class UserPolicy:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
 
 
+def with_sticky_choice(current: UserPolicy | None, choice: Choice) -> UserPolicy:
+    """The user's policy after a message made an explicit choice sticky (a user without a
+    policy gets the defaults plus that choice)."""
+    return dataclasses.replace(current or UserPolicy(), sticky_choice=choice)
+
+
 @dataclass(frozen=True)
 class PrivacyRules:
     do_not_track: frozenset[str] = frozenset()   # lower-case addresses and "@domain" entries

@@ -5,13 +5,13 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 from relay.control import Choice
 from relay.errors import StoreUnavailable
-from relay.policy import PrivacyRules, UserPolicy
+from relay.policy import PrivacyRules, UserPolicy, with_sticky_choice
 from relay.records import (
     ClaimedMessage,
     CopyRef,
@@ -22,12 +22,12 @@ from relay.records import (
     RecipientResult,
     User,
 )
+from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
 
 log = logging.getLogger(__name__)
-FINAL = ("sent", "bounced")
 # privacy list kind -> (table, column); names come from here only, never from input
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 # an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
@@ -353,8 +353,7 @@ def _spool(c: sqlite3.Connection, m: NewMessage) -> int:
         if m.client_ip:
             _note_ip(c, m.user_id, m.client_ip, m.received_at)
         if m.sticky_choice is not None:
-            current = _policy(c, m.user_id) or UserPolicy()
-            _put_policy(c, m.user_id, replace(current, sticky_choice=m.sticky_choice))
+            _put_policy(c, m.user_id, with_sticky_choice(_policy(c, m.user_id), m.sticky_choice))
     return message_id
 
 
@@ -395,10 +394,9 @@ def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: fl
 def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
             rewrite_note: str | None) -> tuple[str, bool]:
     for r in results:
-        done = now if r.status in FINAL else None
         c.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, detail = ?, done_at = ? WHERE id = ?",
-            (r.status, r.detail, done, r.recipient_id),
+            (r.status, r.detail, done_at(r.status, now), r.recipient_id),
         )
         if r.status == "sent":
             c.execute(
@@ -406,20 +404,13 @@ def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientR
                 " (SELECT copy_id FROM recipients WHERE id = ?)", (now, r.recipient_id))
     counts = {row[0]: row[1] for row in c.execute(
         "SELECT status, COUNT(*) FROM recipients WHERE message_id = ? GROUP BY status", (message_id,))}
-    pending = counts.get("queued", 0) + counts.get("deferred", 0)
-    next_at = min((r.next_attempt_at for r in results if r.status == "deferred" and r.next_attempt_at),
-                  default=now)
-    if pending:
-        status = "deferred"
-    elif counts.get("bounced"):
-        status = "partial" if counts.get("sent") else "bounced"
-    else:
-        status = "sent"
+    pending = pending_count(counts)
+    status = roll_up(counts)
     c.execute(
         "UPDATE messages SET status = ?, next_attempt_at = ?, locked_by = NULL, locked_until = NULL,"
         " sent_at = CASE WHEN ? > 0 THEN COALESCE(sent_at, ?) ELSE sent_at END,"
         " rewrite_note = COALESCE(?, rewrite_note) WHERE id = ?",
-        (status, next_at, counts.get("sent", 0), now, rewrite_note, message_id),
+        (status, next_attempt_at(results, now), counts.get("sent", 0), now, rewrite_note, message_id),
     )
     erased = False
     if not pending:
