@@ -24,6 +24,11 @@ class StoreUnavailable(TrackrelayError, ConnectionError):
     """The store cannot be reached or written right now; callers retry later."""
 
 
+class StoreConflict(TrackrelayError, ValueError):
+    """The write conflicts with stored rows (a taken email, token or queue id; a row it
+    refers to is gone): retrying will not help."""
+
+
 @dataclass(frozen=True)
 class SmtpReply:
     code: int

@@ -17,7 +17,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import config as config_mod
 from trackrelay.app import App
 from relay.auth import hash_password
-from relay.store.sqlite import SqliteStore
+from relay.store import Store, open_store
+from relay.store.postgres import PostgresStore
 from pg_server import PgServer, find_bin_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -55,23 +56,40 @@ def pg_server() -> Iterator[PgServer]:
 
 
 _databases = itertools.count(1)
+TEMPLATE = "trackrelay_template"
 
 
 @pytest.fixture
 async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
-    """The URL of a fresh, empty database on the session's PostgreSQL; dropped after the test."""
+    """The URL of a fresh database on the session's PostgreSQL, already migrated (a copy of a
+    template migrated once per session); dropped after the test."""
+    if not pg_server.template_ready:
+        await _admin(pg_server, f"CREATE DATABASE {TEMPLATE}")
+        template = PostgresStore(pg_server.url(TEMPLATE))
+        await template.open()
+        await template.close()
+        pg_server.template_ready = True
     name = f"test_{os.getpid()}_{next(_databases)}"
-    admin = await asyncpg.connect(pg_server.url())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
+    await _admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield pg_server.url(name)
-    admin = await asyncpg.connect(pg_server.url())
+    await _admin(pg_server, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def _admin(server: PgServer, sql: str) -> None:
+    conn = await asyncpg.connect(server.url())
     try:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await conn.execute(sql)
     finally:
-        await admin.close()
+        await conn.close()
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the test runs on: SQLite in tmp_path, or with indirect parametrization
+    ("postgresql") a fresh database on the test PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{tmp_path}/relay.db"
 
 
 @dataclass
@@ -180,9 +198,9 @@ async def relay_to(sink: Sink, start_app: Callable, tmp_path: Path, *, clock: Ca
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """An opened SQLite store in a fresh file."""
-    s = SqliteStore(str(tmp_path / "s.db"))
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An opened store on store_url's engine."""
+    s = open_store(store_url)
     await s.open()
     yield s
     await s.close()

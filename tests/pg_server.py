@@ -46,6 +46,7 @@ class PgServer:
         self.root = Path(tempfile.mkdtemp(prefix="trackrelay-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
+        self.template_ready = False  # tests/conftest.py's pg_url migrates the template once
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"

@@ -1,6 +1,6 @@
 """The store: the interface every backend implements; the values crossing it are in relay/records.py.
 
-Backends: sqlite.py (embedded default).
+Backends: sqlite.py (embedded default, one host), postgres.py (several hosts).
 Times are float unix seconds inside the store; the API renders RFC 3339.
 """
 from __future__ import annotations
@@ -76,6 +76,6 @@ def open_store(url: str) -> Store:
         from relay.store.sqlite import SqliteStore
 
         return SqliteStore(target.path)
-    from relay.errors import ConfigError
+    from relay.store.postgres import PostgresStore
 
-    raise ConfigError("store.url", "the PostgreSQL backend is not built yet; use sqlite:///PATH")
+    return PostgresStore(target.dsn)

@@ -7,10 +7,10 @@ import sqlite3
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from relay.control import Choice
-from relay.errors import StoreUnavailable
+from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy, with_sticky_choice
 from relay.records import (
     ClaimedMessage,
@@ -28,6 +28,7 @@ from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # privacy list kind -> (table, column); names come from here only, never from input
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 # an erased body leaves copies of its pages in the WAL until a checkpoint rewrites it
@@ -76,7 +77,7 @@ class SqliteStore(ReportsMixin):
             )
             return User(cur.lastrowid, email.lower(), is_admin, password_hash)
 
-        return await self._runner.write(job)
+        return await self._runner.write(lambda c: _conflicts(job, c))
 
     async def user_by_email(self, email: str) -> User | None:
         return await self._runner.read_point(
@@ -101,12 +102,11 @@ class SqliteStore(ReportsMixin):
         )
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
-        await self._runner.write(
+        await self._runner.write(lambda c: _conflicts(
             lambda c: c.execute(
                 "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)",
                 (user_id, token_hash, time.time()),
-            )
-        )
+            ), c))
 
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return await self._runner.read(
@@ -158,7 +158,7 @@ class SqliteStore(ReportsMixin):
     # spool and delivery
 
     async def spool(self, msg: NewMessage) -> int:
-        return await self._runner.write(lambda c: _spool(c, msg))
+        return await self._runner.write(lambda c: _conflicts(_spool, c, msg))
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
         return await self._runner.write(lambda c: _claim(c, worker, now, limit, lease))
@@ -278,6 +278,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
             raise
         log.info("store migrated to version %d", number)
+
+
+def _conflicts(job: Callable[..., T], c: sqlite3.Connection, *args: Any) -> T:
+    """sqlite3's constraint errors become the store's own, as on every engine."""
+    try:
+        return job(c, *args)
+    except sqlite3.IntegrityError as e:
+        raise StoreConflict(f"conflicts with the store: {e}") from None
 
 
 def _checkpoint(c: sqlite3.Connection) -> None:

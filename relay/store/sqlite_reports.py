@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from relay.errors import StoreUnavailable
 from relay.hit_rules import CopyFacts, plan_hits
+from relay.store.counting import add_counts, counts_from_row
 from relay.records import (
     EventReport,
     HitCounts,
@@ -178,25 +179,12 @@ def _links(c: sqlite3.Connection, message_ids: set[int]) -> dict[tuple[int, int]
         f"SELECT message_id, position, url FROM links WHERE message_id IN ({_marks(ids)})", ids)}
 
 
-def _counts(row: Sequence[Any] | None) -> HitCounts:
-    if row is None:
-        return HitCounts()
-    return HitCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4], row[5])
-
-
-def _add(a: HitCounts, b: HitCounts) -> HitCounts:
-    firsts = [t for t in (a.first_open_at, b.first_open_at) if t is not None]
-    lasts = [t for t in (a.last_open_at, b.last_open_at) if t is not None]
-    return HitCounts(a.opens + b.opens, a.human_opens + b.human_opens, a.clicks + b.clicks,
-                     a.human_clicks + b.human_clicks, min(firsts, default=None), max(lasts, default=None))
-
-
 def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[MessageReport]:
     if not rows:
         return []
     ids = [r["id"] for r in rows]
     marks = ",".join("?" * len(ids))
-    per_copy = {r[0]: _counts(r[1:]) for r in c.execute(
+    per_copy = {r[0]: counts_from_row(r[1:]) for r in c.execute(
         f"SELECT copy_id, {_COUNT_COLUMNS} FROM events WHERE message_id IN ({marks}) GROUP BY copy_id", ids)}
     recipients: dict[int, list[RecipientReport]] = {i: [] for i in ids}
     for r in c.execute(
@@ -208,7 +196,7 @@ def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Message
             per_copy.get(r["copy_id"], HitCounts())))
     totals: dict[int, HitCounts] = {}
     for k in c.execute(f"SELECT id, message_id FROM copies WHERE message_id IN ({marks})", ids):
-        totals[k[1]] = _add(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
+        totals[k[1]] = add_counts(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
     return [
         MessageReport(
             id=r["id"], user_id=r["user_id"], message_id=r["message_id"], subject=r["subject"],
