@@ -57,6 +57,8 @@ def pg_server() -> Iterator[PgServer]:
 
 _databases = itertools.count(1)
 TEMPLATE = "trackrelay_template"
+# on a test (or a module's pytestmark): run it on SQLite and on PostgreSQL
+both_engines = pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -173,16 +175,18 @@ def make_config(tmp_path: Path, upstream: str = "capture:", **overrides: str) ->
 
 
 @pytest.fixture
-async def start_app(tmp_path: Path) -> AsyncIterator[Callable]:
-    """start_app(cfg=None, **App kwargs) -> a started App; every one is stopped after the test."""
+async def start_app(tmp_path: Path, store_url: str) -> AsyncIterator[Callable]:
+    """start_app(cfg=None, **App kwargs) -> a started App; every one is stopped after the test.
+    Its default config (and relay_to's) uses store_url: parametrize that with both_engines."""
     apps: list[App] = []
 
     async def start(cfg: config_mod.Config | None = None, **kwargs) -> App:
-        app = App(cfg or make_config(tmp_path), **kwargs)
+        app = App(cfg or make_config(tmp_path, store_url=store_url), **kwargs)
         await app.start()
         apps.append(app)
         return app
 
+    start.store_url = store_url  # type: ignore[attr-defined]
     yield start
     for app in reversed(apps):
         await app.stop()
@@ -192,6 +196,7 @@ async def relay_to(sink: Sink, start_app: Callable, tmp_path: Path, *, clock: Ca
                    **overrides: str) -> App:
     """The relay delivering to the sink, alice@example.com its user; overrides as for make_config."""
     kwargs = {"clock": clock} if clock else {}
+    overrides.setdefault("store_url", start_app.store_url)
     app = await start_app(make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides), **kwargs)
     await add_user(app)
     return app
