@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from relay.control import Choice
@@ -15,10 +17,11 @@ from relay.records import NewCopy, NewMessage, NewRecipient, RecipientResult
 MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
 
 
-def message(queue_id: str, user_id: int | None, rcpts=("bob@example.org",), copies=()) -> NewMessage:
+def message(queue_id: str, user_id: int | None, rcpts=("bob@example.org",), copies=(),
+            at: float | None = None, body: bytes = b"Subject: s\r\n\r\n" + MARKER + b"\r\n") -> NewMessage:
     return NewMessage(
         queue_id=queue_id, user_id=user_id, mail_from="alice@example.com", message_id="<m@x>",
-        subject="s", body=b"Subject: s\r\n\r\n" + MARKER + b"\r\n", received_at=time.time(), client_ip="192.0.2.7",
+        subject="s", body=body, received_at=at or time.time(), client_ip="192.0.2.7",
         recipients=tuple(NewRecipient(r, i if copies else None) for i, r in enumerate(rcpts)),
         copies=tuple(copies),
     )
@@ -40,8 +43,31 @@ async def test_users_tokens_and_policy(store):
     assert await store.delete_user("alice@example.com") and await store.users() == []
 
 
+async def stored_bytes(store_url: str) -> list[tuple[str, bytes]]:
+    """Every byte the store keeps for mail bodies: SQLite's files; PostgreSQL's pages of the
+    bodies table and its TOAST table (pageinspect). PostgreSQL's WAL is out of reach: README."""
+    if store_url.startswith("sqlite:///"):
+        db = Path(store_url[len("sqlite:///"):])
+        return [(f.name, f.read_bytes()) for f in db.parent.glob(db.name + "*")]
+    conn = await asyncpg.connect(store_url)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        toast = await conn.fetchval("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 'bodies'")
+        pages = []
+        for relation in ("bodies", toast):
+            count = await conn.fetchval("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
+                                        relation)
+            pages += [(f"{relation} page {n}", await conn.fetchval("SELECT get_raw_page($1, $2)", relation, n))
+                      for n in range(count)]
+        return pages
+    finally:
+        await conn.close()
+
+
 async def test_spool_claim_finish_erases_the_body_for_real(store, store_url):
     user = await store.add_user("alice@example.com", "h")
+    # a body still queued keeps the pages in use (an empty table is simply truncated)
+    await store.spool(message("WAITING", user.id, at=time.time() + 3600, body=b"Subject: w\r\n\r\nlater\r\n"))
     mid = await store.spool(message("Q1", user.id, ("bob@example.org", "carol@example.org"),
                                     copies=[NewCopy("tok-a", "bob@example.org", True, True),
                                             NewCopy("tok-b", "carol@example.org", True, False)]))
@@ -59,12 +85,26 @@ async def test_spool_claim_finish_erases_the_body_for_real(store, store_url):
     row = await store.message_row(mid)
     assert row["status"] == "sent" and not row["has_body"] and row["sent_at"]
     await store.checkpoint()
-    if store_url.startswith("sqlite:///"):  # PostgreSQL: see README "PostgreSQL" (VACUUM)
-        db = Path(store_url[len("sqlite:///"):])
-        for f in db.parent.glob(db.name + "*"):
-            assert MARKER not in f.read_bytes(), f"body left in {f.name}"
+    for where, data in await stored_bytes(store_url):
+        assert MARKER not in data, f"body left in {where}"
     target = await store.copy_target("tok-a")
     assert target.recipient == "bob@example.org" and target.delivered_at is not None
+
+
+async def test_erased_bodies_leave_no_bytes_inline_or_toasted(store, store_url):
+    user = await store.add_user("alice@example.com", "h")
+    later = time.time() + 3600
+    big = os.urandom(6000)  # incompressible: PostgreSQL keeps it in the TOAST table
+    for queue_id, body in (("WAIT-SMALL", b"x" * 50), ("WAIT-BIG", big)):  # keeps the pages in use
+        await store.spool(message(queue_id, user.id, at=later, body=b"Subject: w\r\n\r\n" + body))
+    for queue_id, body in (("SMALL", MARKER), ("BIG", MARKER + big)):
+        await store.spool(message(queue_id, user.id, body=b"Subject: s\r\n\r\n" + body))
+    for m in await store.claim("w", time.time(), 10, 60):
+        assert await store.finish(m.id, [RecipientResult(m.recipients[0].id, "sent")], time.time()) == "sent"
+    await store.checkpoint()
+    for where, data in await stored_bytes(store_url):
+        assert MARKER not in data, f"body left in {where}"
+    assert (await store.queue_counts())["queued"] == 2
 
 
 async def test_concurrent_spools_are_group_committed(store):
