@@ -33,6 +33,7 @@ from relay.records import (
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.pg_schema import MIGRATIONS
 from relay.store.postgres_reports import PgReportsMixin, insert_events
+from relay.store.postgres_transfer import PgTransferMixin
 
 log = logging.getLogger(__name__)
 # any constant of our own: every node migrating the same database takes the same lock
@@ -40,7 +41,7 @@ MIGRATION_LOCK = 0x7472_6163_6B72
 CONNECT_TIMEOUT = 10.0
 # an erased body stays in the table's pages until the table is rewritten (checkpoint())
 VACUUM_EVERY = 5.0
-ERASE_LOCK_WAIT = "2s"
+ERASE_LOCK_WAIT = "200ms"  # the wait stalls intake behind it, so keep it short
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 
 
@@ -54,7 +55,7 @@ def public_address(dsn: str) -> str:
     return f"{scheme}{sep}{user}@{host}" if user else f"{scheme}{sep}{host}"
 
 
-class PostgresStore(PgReportsMixin):
+class PostgresStore(PgReportsMixin, PgTransferMixin):
     def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.dsn = dsn
         self._sizes = (min_connections, max_connections)

@@ -26,6 +26,7 @@ from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
+from relay.store.sqlite_transfer import TransferMixin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +36,7 @@ _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "add
 CHECKPOINT_EVERY = 5.0
 
 
-class SqliteStore(ReportsMixin):
+class SqliteStore(ReportsMixin, TransferMixin):
     def __init__(self, path: str) -> None:
         self.path = path
         self._runner = SqliteRunner(path)
