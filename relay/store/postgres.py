@@ -41,6 +41,8 @@ MIGRATION_LOCK = 0x7472_6163_6B72
 CONNECT_TIMEOUT = 10.0
 # an erased body stays in the table's pages until the table is rewritten (checkpoint())
 VACUUM_EVERY = 5.0
+# a bigger queue would hold the lock for seconds: it is rewritten once it has shrunk
+FULL_REWRITE_MAX = 64 << 20
 ERASE_LOCK_WAIT = "200ms"  # the wait stalls intake behind it, so keep it short
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 
@@ -62,6 +64,7 @@ class PostgresStore(PgReportsMixin, PgTransferMixin):
         self._pool: asyncpg.Pool | None = None
         self._last_vacuum = 0.0
         self._erased_since_vacuum = False
+        self.full_rewrite_max = FULL_REWRITE_MAX
 
     @property
     def location(self) -> str:
@@ -96,11 +99,15 @@ class PostgresStore(PgReportsMixin, PgTransferMixin):
         A deleted row stays in its page, and plain VACUUM only marks the space free: the
         bytes stay until a new row happens to cover them (tests/store/test_store.py found
         them there). VACUUM FULL copies the live rows (the mail still queued, usually few)
-        into new files and removes the old ones. It locks the table meanwhile, so it gives
-        up after ERASE_LOCK_WAIT rather than stall intake, and is tried again later."""
+        into new files and removes the old ones. It locks the table meanwhile, so it waits
+        at most ERASE_LOCK_WAIT for the lock, and a queue above full_rewrite_max bytes (a
+        backlog after an outage) only gets a plain VACUUM until it has shrunk."""
         self._last_vacuum = time.monotonic()
         try:
             async with self._conn() as c:
+                if await c.fetchval("SELECT pg_total_relation_size('bodies')") > self.full_rewrite_max:
+                    await c.execute("VACUUM bodies")
+                    return
                 await c.execute(f"SET lock_timeout = '{ERASE_LOCK_WAIT}'")
                 try:
                     await c.execute("VACUUM FULL bodies")
@@ -110,6 +117,11 @@ class PostgresStore(PgReportsMixin, PgTransferMixin):
             log.warning("erased bodies not yet rewritten away, trying again later: %s", e)
             return
         self._erased_since_vacuum = False
+
+    @property
+    def erasure_pending(self) -> bool:
+        """Bodies were deleted whose bytes may still be in the table's pages."""
+        return self._erased_since_vacuum
 
     @asynccontextmanager
     async def _conn(self, *, transaction: bool = False) -> AsyncIterator[asyncpg.Connection]:
