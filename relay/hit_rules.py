@@ -46,10 +46,17 @@ def notification_text(kind: str, recipient: str | None, subject: str, url: str |
     return f"{who} clicked {url} in \u201c{subject}\u201d"
 
 
+def open_questions(events: Sequence[NewEvent]) -> list[tuple[int, str]]:
+    """The (copy id, class) pairs plan_hits asks "was there an open before?" about: the store
+    answers only these (an EXISTS each) instead of reading every open of a hot copy."""
+    return sorted({(e.copy_id, e.cls) for e in events} | {(e.copy_id, "human") for e in events})
+
+
 def plan_hits(events: Sequence[NewEvent], copies: Mapping[int, CopyFacts],
               opened: Collection[tuple[int, str]], links: Mapping[tuple[int, int], str]) -> HitPlan:
-    """events: the batch; copies: facts per copy id (a missing copy was erased); opened: the
-    (copy id, class) pairs with an open stored before this batch; links: (message id, position) -> url."""
+    """events: the batch; copies: facts per copy id (a missing copy was erased); opened: those
+    of open_questions(events) with an open stored before this batch; links: (message id,
+    position) -> url."""
     seen_open = set(opened)
     rows: list[NewEvent] = []
     notices: list[NewNotification] = []

@@ -1,7 +1,7 @@
 """The meaning of a batch of hits (relay/hit_rules.py), without a store."""
 from __future__ import annotations
 
-from relay.hit_rules import CopyFacts, notification_text, notify_wanted, plan_hits
+from relay.hit_rules import CopyFacts, notification_text, notify_wanted, open_questions, plan_hits
 from relay.records import NewEvent
 
 BOB = CopyFacts(message_id=7, user_id=1, recipient="bob@example.org", subject="Numbers", notify=True)
@@ -49,3 +49,8 @@ def test_notification_wording_and_the_notify_default():
     assert notify_wanted(CopyFacts(7, 1, None, "s", notify=None)) is True  # no policy: notifications on
     assert notify_wanted(CopyFacts(7, 1, None, "s", notify=False)) is False
     assert notify_wanted(CopyFacts(7, None, None, "s", notify=True)) is False  # a DSN has no owner
+
+
+def test_the_store_is_asked_only_about_the_batch_s_copies_and_classes():
+    batch = [hit("click", 1, "scanner", 0), hit("open", 2, "proxy", copy_id=2), hit("open", 3)]
+    assert open_questions(batch) == [(1, "human"), (1, "scanner"), (2, "human"), (2, "proxy")]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, AsyncContextManager, Sequence
 
 import asyncpg
 
-from relay.hit_rules import CopyFacts, plan_hits
+from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.records import (
     EventReport,
     HitCounts,
@@ -125,9 +125,11 @@ async def _record_hits(c: asyncpg.Connection, events: Sequence[NewEvent]) -> int
         " WHERE k.id = ANY($1::bigint[]) ORDER BY k.id FOR UPDATE OF k", copy_ids)
     copies = {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"])
               for r in rows}
+    pairs = open_questions(events)
     opened = {(r[0], r[1]) for r in await c.fetch(
-        "SELECT DISTINCT copy_id, class FROM events WHERE type = 'open' AND copy_id = ANY($1::bigint[])",
-        list(copies))}
+        "SELECT p.copy_id, p.cls FROM unnest($1::bigint[], $2::text[]) AS p (copy_id, cls) WHERE EXISTS"
+        " (SELECT 1 FROM events e WHERE e.copy_id = p.copy_id AND e.type = 'open' AND e.class = p.cls)",
+        [k for k, _ in pairs], [cls for _, cls in pairs])}
     links = {(r[0], r[1]): r[2] for r in await c.fetch(
         "SELECT message_id, position, url FROM links WHERE message_id = ANY($1::bigint[])",
         sorted({f.message_id for f in copies.values()}))}

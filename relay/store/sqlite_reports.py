@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from relay.errors import StoreUnavailable
-from relay.hit_rules import CopyFacts, plan_hits
+from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.store.counting import add_counts, counts_from_row
 from relay.records import (
     EventReport,
@@ -141,7 +141,8 @@ def _guarded(job: Any, c: sqlite3.Connection, *args: Any) -> Any:
 def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
     copy_ids = sorted({e.copy_id for e in events})
     copies = _copy_facts(c, copy_ids)
-    plan = plan_hits(events, copies, _opened(c, list(copies)), _links(c, {f.message_id for f in copies.values()}))
+    plan = plan_hits(events, copies, _opened(c, open_questions(events)),
+                     _links(c, {f.message_id for f in copies.values()}))
     rows = [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
             for e in plan.events]
     # One statement for the whole batch: sqlite3 releases and retakes the GIL around every
@@ -167,10 +168,11 @@ def _copy_facts(c: sqlite3.Connection, copy_ids: Sequence[int]) -> dict[int, Cop
             for r in rows}
 
 
-def _opened(c: sqlite3.Connection, copy_ids: Sequence[int]) -> set[tuple[int, str]]:
+def _opened(c: sqlite3.Connection, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of these (copy id, class) pairs have an open stored."""
     return {(r[0], r[1]) for r in c.execute(
-        f"SELECT DISTINCT copy_id, class FROM events WHERE type = 'open' AND copy_id IN ({_marks(copy_ids)})",
-        copy_ids)}
+        "SELECT p.value ->> 0, p.value ->> 1 FROM json_each(?) p WHERE EXISTS (SELECT 1 FROM events e"
+        " WHERE e.copy_id = p.value ->> 0 AND e.type = 'open' AND e.class = p.value ->> 1)", (json.dumps(pairs),))}
 
 
 def _links(c: sqlite3.Connection, message_ids: set[int]) -> dict[tuple[int, int], str]:
