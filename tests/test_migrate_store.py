@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,28 @@ async def test_json_summary(tmp_path, pg_url):
     assert out.returncode == 0, out.stderr
     copied = json.loads(out.stdout)["copied"]
     assert (copied["users"], copied["messages"], copied["events"], copied["bodies"]) == (2, 2, 2, 1)
+
+
+async def test_progress_on_a_terminal(tmp_path, pg_url):
+    source = await filled_sqlite(tmp_path / "old.db")
+    await source.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    leader, follower = pty.openpty()  # stderr on a terminal, stdout a pipe
+    try:
+        out = subprocess.run([TRACKRELAY, "migrate-store", "--from", f"sqlite:///{tmp_path}/old.db", "--to", pg_url],
+                             env=env, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120)
+        os.close(follower)
+        shown = b""
+        while chunk := _read(leader):
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert out.returncode == 0 and out.stdout.startswith("copied 2 users,")
+    assert b"\rcopying users: 2 rows" in shown and b"\rcopying events: 2 rows" in shown
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the terminal's other end is closed
+        return b""
