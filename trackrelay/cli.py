@@ -334,7 +334,7 @@ admins_see_all = false
 secret_key = "{secret}"
 
 [store]
-# sqlite:///relative/path.db, sqlite:////absolute/path.db
+# sqlite:///relative/path.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/db
 url = "sqlite:///var/trackrelay.db"
 
 [tracking]
