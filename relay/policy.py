@@ -207,6 +207,13 @@ def parse_policy_updates(current: UserPolicy, pairs: Mapping[str, str]) -> UserP
 PRIVACY_LISTS = ("dnt", "consent")
 
 
+def privacy_lookups(addresses: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The entries a store looks up for these recipients: (do-not-track keys: each address
+    and its @domain, consent keys: each address), lower-case."""
+    lowered = sorted({a.lower() for a in addresses})
+    return lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered}), lowered
+
+
 def privacy_entry(kind: str, entry: str) -> str:
     """A do-not-track entry is an address or @domain; a consent entry an address. Raises
     ValueError with a clear message; returns the entry as stored (lower-case)."""

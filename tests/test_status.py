@@ -1,8 +1,8 @@
-"""A message's status roll-up and the sticky-choice update, without a store."""
+"""A message's status roll-up, the sticky-choice update and the privacy look-ups, without a store."""
 from __future__ import annotations
 
 from relay.control import Choice
-from relay.policy import UserPolicy, with_sticky_choice
+from relay.policy import UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import RecipientResult
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
 
@@ -29,3 +29,10 @@ def test_sticky_choice_update_keeps_the_rest_of_the_policy():
     mine = UserPolicy(mode="always", notify=False, sticky_choice=Choice(False, False))
     assert with_sticky_choice(mine, Choice(True, True)) == UserPolicy(mode="always", notify=False,
                                                                      sticky_choice=Choice(True, True))
+
+
+def test_privacy_lookups_are_each_address_and_its_domain():
+    assert privacy_lookups(["Bob@Example.org", "eve@secret.example", "bob@example.org"]) == (
+        ["bob@example.org", "eve@secret.example", "@example.org", "@secret.example"],
+        ["bob@example.org", "eve@secret.example"])
+    assert privacy_lookups([]) == ([], [])

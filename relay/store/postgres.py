@@ -19,7 +19,7 @@ import asyncpg
 
 from relay.control import Choice
 from relay.errors import StoreConflict, StoreUnavailable
-from relay.policy import PrivacyRules, UserPolicy, with_sticky_choice
+from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
     ClaimedMessage,
     CopyRef,
@@ -191,8 +191,7 @@ class PostgresStore(PgReportsMixin, PgTransferMixin):
 
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail: the user's policy and the privacy rules."""
-        lowered = sorted({a.lower() for a in addresses})
-        keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+        keys, lowered = privacy_lookups(addresses)
         async with self._conn() as c:
             policy = await _policy(c, user_id)
             dnt = {r[0] for r in await c.fetch("SELECT entry FROM do_not_track WHERE entry = ANY($1::text[])", keys)}

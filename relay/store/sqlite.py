@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from relay.control import Choice
 from relay.errors import StoreConflict, StoreUnavailable
-from relay.policy import PrivacyRules, UserPolicy, with_sticky_choice
+from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
     ClaimedMessage,
     CopyRef,
@@ -309,8 +309,7 @@ def _policy(c: sqlite3.Connection, user_id: int) -> UserPolicy | None:
 
 
 def _privacy_rules(c: sqlite3.Connection, addresses: Sequence[str]) -> PrivacyRules:
-    lowered = sorted({a.lower() for a in addresses})
-    keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+    keys, lowered = privacy_lookups(addresses)
     marks = ",".join("?" * len(keys)) or "NULL"
     dnt = {r[0] for r in c.execute(f"SELECT entry FROM do_not_track WHERE entry IN ({marks})", keys)}
     marks = ",".join("?" * len(lowered)) or "NULL"
