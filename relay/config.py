@@ -89,7 +89,7 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = setting("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    url: str = setting("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user:pw@host/db")
 
 
 @dataclass(frozen=True)

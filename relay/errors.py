@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 
-
 class TrackrelayError(Exception):
     """Root of every error the relay raises on purpose."""
 
@@ -21,3 +20,9 @@ class StartupError(TrackrelayError):
 
 class StoreUnavailable(TrackrelayError, ConnectionError):
     """The store cannot be reached or written right now; callers retry later."""
+
+
+class StoreConflict(TrackrelayError, ValueError):
+    """The write conflicts with stored rows (a taken email, token or queue id; a row it
+    refers to is gone): retrying will not help."""
+

@@ -39,6 +39,12 @@ class UserPolicy:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
 
 
+def with_sticky_choice(current: UserPolicy | None, choice: Choice) -> UserPolicy:
+    """The user's policy after a message made an explicit choice sticky (a user without a
+    policy gets the defaults plus that choice)."""
+    return dataclasses.replace(current or UserPolicy(), sticky_choice=choice)
+
+
 @dataclass(frozen=True)
 class PrivacyRules:
     do_not_track: frozenset[str] = frozenset()   # lower-case addresses and "@domain" entries
@@ -199,6 +205,13 @@ def parse_policy_updates(current: UserPolicy, pairs: Mapping[str, str]) -> UserP
 
 
 PRIVACY_LISTS = ("dnt", "consent")
+
+
+def privacy_lookups(addresses: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The entries a store looks up for these recipients: (do-not-track keys: each address
+    and its @domain, consent keys: each address), lower-case."""
+    lowered = sorted({a.lower() for a in addresses})
+    return lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered}), lowered
 
 
 def privacy_entry(kind: str, entry: str) -> str:

@@ -192,6 +192,19 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class NewNotification:
+    """An in-app notification to store (relay/hit_rules.py decides them)."""
+
+    user_id: int | None
+    message_id: int
+    type: str  # "open" | "click"
+    recipient: str | None
+    url: str | None
+    text: str
+    at: float
+
+
+@dataclass(frozen=True)
 class PanelSession:
     """A web panel login, found by the hash of its cookie's id."""
 

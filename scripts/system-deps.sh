@@ -8,6 +8,8 @@ command -v smtp-sink >/dev/null || [[ -x /usr/sbin/smtp-sink ]] || need+=(postfi
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v openssl >/dev/null || need+=(openssl)
+# the PostgreSQL store's tests start a throwaway server from /usr/lib/postgresql/*/bin (tests/pg_server.py)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 ((${#need[@]})) || exit 0
 SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive

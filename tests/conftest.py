@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterator
 
+import asyncpg
 import pytest
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -15,7 +17,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import config as config_mod
 from trackrelay.app import App
 from relay.auth import hash_password
-from relay.store.sqlite import SqliteStore
+from relay.store import Store, open_store
+from relay.store.postgres import PostgresStore
+from pg_server import PgServer, find_bin_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
@@ -31,9 +35,63 @@ def require_tool(name: str) -> str:
     """A missing external tool skips locally and fails in CI."""
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+        _missing(f"{name} is not installed (make test installs it)")
     return path
+
+
+def _missing(message: str) -> None:
+    pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL per test session (tests/pg_server.py)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _missing("PostgreSQL is not installed: no /usr/lib/postgresql/*/bin/pg_ctl (make test installs it)")
+    server = PgServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+TEMPLATE = "trackrelay_template"
+# on a test (or a module's pytestmark): run it on SQLite and on PostgreSQL
+both_engines = pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """The URL of a fresh database on the session's PostgreSQL, already migrated (a copy of a
+    template migrated once per session); dropped after the test."""
+    if not pg_server.template_ready:
+        await _admin(pg_server, f"CREATE DATABASE {TEMPLATE}")
+        template = PostgresStore(pg_server.url(TEMPLATE))
+        await template.open()
+        await template.close()
+        pg_server.template_ready = True
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    await _admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield pg_server.url(name)
+    await _admin(pg_server, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def _admin(server: PgServer, sql: str) -> None:
+    conn = await asyncpg.connect(server.url())
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the test runs on: SQLite in tmp_path, or with indirect parametrization
+    ("postgresql") a fresh database on the test PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{tmp_path}/relay.db"
 
 
 @dataclass
@@ -117,16 +175,18 @@ def make_config(tmp_path: Path, upstream: str = "capture:", **overrides: str) ->
 
 
 @pytest.fixture
-async def start_app(tmp_path: Path) -> AsyncIterator[Callable]:
-    """start_app(cfg=None, **App kwargs) -> a started App; every one is stopped after the test."""
+async def start_app(tmp_path: Path, store_url: str) -> AsyncIterator[Callable]:
+    """start_app(cfg=None, **App kwargs) -> a started App; every one is stopped after the test.
+    Its default config (and relay_to's) uses store_url: parametrize that with both_engines."""
     apps: list[App] = []
 
     async def start(cfg: config_mod.Config | None = None, **kwargs) -> App:
-        app = App(cfg or make_config(tmp_path), **kwargs)
+        app = App(cfg or make_config(tmp_path, store_url=store_url), **kwargs)
         await app.start()
         apps.append(app)
         return app
 
+    start.store_url = store_url  # type: ignore[attr-defined]
     yield start
     for app in reversed(apps):
         await app.stop()
@@ -136,15 +196,16 @@ async def relay_to(sink: Sink, start_app: Callable, tmp_path: Path, *, clock: Ca
                    **overrides: str) -> App:
     """The relay delivering to the sink, alice@example.com its user; overrides as for make_config."""
     kwargs = {"clock": clock} if clock else {}
+    overrides.setdefault("store_url", start_app.store_url)
     app = await start_app(make_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", **overrides), **kwargs)
     await add_user(app)
     return app
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """An opened SQLite store in a fresh file."""
-    s = SqliteStore(str(tmp_path / "s.db"))
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An opened store on store_url's engine."""
+    s = open_store(store_url)
     await s.open()
     yield s
     await s.close()

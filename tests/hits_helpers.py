@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import aiohttp
 import aiosmtplib
+import asyncpg
 
 from conftest import PASSWORD, Sink, relay_to
 
@@ -150,9 +151,31 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interv
         await asyncio.sleep(interval)
 
 
+async def store_sql(app: Any, sql: str) -> list[tuple]:
+    """A statement without parameters on the app's store, whichever engine it is; its rows."""
+    url = app.cfg.store.url
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None, timeout=10)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await pg.fetch(sql)]
+    finally:
+        await pg.close()
+
+
 async def events(app: Any, tmp_path: Any, count: int, timeout: float = 10.0) -> list[tuple]:
     """Wait until the store holds `count` events, then return them in time order
     (type, class, ip, ua, position, implied). Cold hits may reach the store out of order."""
     sql = "SELECT type, class, ip, user_agent, position, implied FROM events ORDER BY at, id"
-    await wait_until(lambda: len(db_rows(tmp_path, sql)) >= count, timeout)
-    return db_rows(tmp_path, sql)
+    found: list[tuple] = []
+
+    async def enough() -> bool:
+        found[:] = await store_sql(app, sql)
+        return len(found) >= count
+
+    await wait_until(enough, timeout)
+    return [(*row[:5], int(row[5])) for row in found]  # implied: 0/1 on both engines

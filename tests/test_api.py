@@ -13,13 +13,13 @@ from typing import Any
 
 import aiohttp
 
-from conftest import add_user, relay_to
+from conftest import add_user, both_engines, relay_to
 from hits_helpers import (
     CHROME,
     LINKS,
     THUNDERBIRD,
     FakeClock,
-    db_rows,
+    store_sql,
     deliver_tracked,
     events,
     hit,
@@ -83,6 +83,7 @@ async def test_a_cli_token_authenticates_and_anything_else_is_401(sink, start_ap
             assert resp.status == 401 and "error" in await resp.json()
 
 
+@both_engines
 async def test_messages_report_per_recipient_counts_links_and_events(sink, start_app, tmp_path):
     clock = FakeClock(1_800_000_000.0)
     app = await start_relay(start_app, tmp_path, sink, clock=clock)
@@ -103,7 +104,7 @@ async def test_messages_report_per_recipient_counts_links_and_events(sink, start
         clock.advance(5)
         await hit(s, app, bob.clicks[1], ua=CHROME, ip=READER)
         await events(app, tmp_path, 4)
-        await wait_until(lambda: db_rows(tmp_path, "SELECT COUNT(*) FROM messages WHERE status = 'sent'")[0][0] == 2)
+        await wait_until(lambda: _sent_count(app, 2))
 
         status, body, _ = await api(s, app, "/api/v1/messages?tracked=1", token)
         assert status == 200 and len(body["messages"]) == 1
@@ -146,6 +147,7 @@ async def test_messages_report_per_recipient_counts_links_and_events(sink, start
         assert detail["events"][0]["url"] is None
 
 
+@both_engines
 async def test_a_click_implies_an_open_which_is_counted_and_marked(sink, start_app, tmp_path):
     clock = FakeClock()
     app = await start_relay(start_app, tmp_path, sink, clock=clock)
@@ -167,13 +169,14 @@ async def test_a_click_implies_an_open_which_is_counted_and_marked(sink, start_a
         assert detail["recipients"][0]["first_open_at"] == detail["events"][0]["at"]
 
 
+@both_engines
 async def test_a_user_sees_only_their_own_mail(sink, start_app, tmp_path):
     app = await start_relay(start_app, tmp_path, sink)
     alice = await token_for(app)
     mallory = await token_for(app, "mallory@example.com")
     root = await token_for(app, "root@example.com")
     await app.store.set_password("root@example.com", "x")
-    await add_admin_flag(tmp_path, "root@example.com")
+    await add_admin_flag(app, "root@example.com")
     await deliver_tracked(app, sink)
     async with aiohttp.ClientSession() as s:
         assert (await api(s, app, "/api/v1/messages", alice))[1]["messages"][0]["id"] == 1
@@ -192,21 +195,23 @@ async def test_admins_see_all_only_when_configured(sink, start_app, tmp_path):
     app = await start_relay(start_app, tmp_path, sink, admin_admins_see_all="true")
     root = await token_for(app, "root@example.com")
     mallory = await token_for(app, "mallory@example.com")
-    await add_admin_flag(tmp_path, "root@example.com")
+    await add_admin_flag(app, "root@example.com")
     await deliver_tracked(app, sink)
     async with aiohttp.ClientSession() as s:
         assert (await api(s, app, "/api/v1/messages/1", root))[0] == 200
         assert (await api(s, app, "/api/v1/messages/1", mallory))[0] == 404
 
 
-async def add_admin_flag(tmp_path: Path, email: str) -> None:
-    import sqlite3
-
-    conn = sqlite3.connect(f"{tmp_path}/relay.db", isolation_level=None, timeout=10)
-    conn.execute("UPDATE users SET is_admin = 1 WHERE email = ?", (email,))
-    conn.close()
+async def add_admin_flag(app: Any, email: str) -> None:
+    assert "'" not in email
+    await store_sql(app, f"UPDATE users SET is_admin = TRUE WHERE email = '{email}'")
 
 
+async def _sent_count(app: Any, count: int) -> bool:
+    return (await store_sql(app, "SELECT COUNT(*) FROM messages WHERE status = 'sent'"))[0][0] == count
+
+
+@both_engines
 async def test_notifications_for_the_first_human_open_and_each_human_click(sink, start_app, tmp_path):
     clock = FakeClock()
     app = await start_relay(start_app, tmp_path, sink, clock=clock)

@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 
 import relay.delivery  # noqa: F401 (all of ours imported: none of it may change the libraries)
 import relay.smtpd
-import relay.upstream
+import relay.upstream  # noqa: F401
 from relay.smtpd import RelayHandler, RelaySMTP, SmtpPolicy
 from relay.config import UpstreamTarget
 from relay.upstream import SmtpUpstream

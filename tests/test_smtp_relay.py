@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import smtplib
 import ssl
 import subprocess
 from email.message import EmailMessage
@@ -16,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import PASSWORD, add_user, make_config, relay_to, require_tool
+from conftest import PASSWORD, add_user, both_engines, make_config, relay_to, require_tool
 from corpus import corpus_files, require_corpus
 from relay.upstream import crlf_everywhere, dot_stuff
 
@@ -52,6 +51,7 @@ async def wait_status(app, message_id: int, status: str, timeout: float = 10.0) 
     raise AssertionError(f"message {message_id} is {row and row['status']}, not {status}")
 
 
+@both_engines
 async def test_authenticated_mail_is_delivered_unchanged(sink, start_app, tmp_path):
     app = await relay_to(sink, start_app, tmp_path)
     data = simple_mail()

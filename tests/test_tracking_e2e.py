@@ -8,10 +8,11 @@ from email.policy import compat32
 
 import aiohttp
 
-from conftest import relay_to
+from conftest import both_engines, relay_to
 from relay.policy import UserPolicy
 from test_smtp_relay import send, wait_status
 
+pytestmark = both_engines  # SMTP in, rewrite, delivery and the store's tracking rows on both engines
 TOKEN = re.compile(rb"/o/([A-Za-z0-9_-]+)\.gif")
 
 

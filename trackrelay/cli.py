@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import secrets
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "init":
             return _init(args)
+        if args.verb == "migrate-store":
+            return asyncio.run(_migrate_store(args))
         cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
         if args.verb == "check-config":
             print(f"config ok ({cfg.source})")
@@ -101,7 +104,39 @@ def _parser() -> argparse.ArgumentParser:
             one.add_argument("entry", metavar="ADDRESS")
             one.set_defaults(handler=_privacy_edit, kind=kind)
         sub.add_parser("list", parents=[common]).set_defaults(handler=_privacy_list, kind=kind)
+    move = verbs.add_parser("migrate-store", help="copy every user, message and event into another (empty) store")
+    move.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:///var/trackrelay.db")
+    move.add_argument("--to", dest="target", required=True, metavar="URL", help="e.g. postgresql://user:pw@host/db")
+    move.add_argument("--json", action="store_true", help="only a JSON summary")
     return p
+
+
+async def _migrate_store(args: Any) -> int:
+    from trackrelay.migrate import copy_store, summary
+
+    on_terminal = sys.stderr.isatty() and not args.json
+
+    def progress(table: str, rows: int) -> None:
+        if on_terminal:
+            print(f"\rcopying {table}: {rows} rows\033[K", end="", file=sys.stderr, flush=True)
+
+    source, target = open_store(args.source), open_store(args.target)
+    await source.open()
+    try:
+        await target.open()
+        try:
+            copied = await copy_store(source, target, progress)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    if on_terminal:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"copied": copied}))
+    else:
+        print(f"{summary(copied)} from {source.location} to {target.location}")
+    return 0
 
 
 async def _serve(cfg: Config, args: Any) -> int:

@@ -1,6 +1,6 @@
 """The store: the interface every backend implements; the values crossing it are in relay/records.py.
 
-Backends: sqlite.py (embedded default).
+Backends: sqlite.py (embedded default, one host), postgres.py (several hosts).
 Times are float unix seconds inside the store; the API renders RFC 3339.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from relay.records import (
 
 
 class Store(Protocol):
+    @property
+    def location(self) -> str: ...  # the store's URL without a password, for messages
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -68,6 +70,12 @@ class Store(Protocol):
     async def delete_panel_session(self, id_hash: str) -> None: ...
     async def delete_stale_panel_sessions(self, seen_before: float, created_before: float) -> int: ...
 
+    # moving a store to another engine (trackrelay migrate-store); tables from relay/store/tables.py
+    async def is_empty(self) -> bool: ...
+    async def export_rows(self, table: str, after: tuple | None, limit: int) -> list[dict]: ...
+    async def import_rows(self, table: str, rows: Sequence[dict]) -> None: ...
+    async def imported(self) -> None: ...  # after the last import_rows: new ids continue after the copied ones
+
 
 def open_store(url: str) -> Store:
     target: StoreTarget = parse_store_url(url)
@@ -75,6 +83,6 @@ def open_store(url: str) -> Store:
         from relay.store.sqlite import SqliteStore
 
         return SqliteStore(target.path)
-    from relay.errors import ConfigError
+    from relay.store.postgres import PostgresStore
 
-    raise ConfigError("store.url", "the PostgreSQL backend is not built yet; use sqlite:///PATH")
+    return PostgresStore(target.dsn)

@@ -6,13 +6,13 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from relay.control import Choice
-from relay.errors import StoreUnavailable
-from relay.policy import PrivacyRules, UserPolicy
+from relay.errors import StoreConflict, StoreUnavailable
+from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
     ClaimedMessage,
     CopyRef,
@@ -22,12 +22,14 @@ from relay.records import (
     RecipientResult,
     User,
 )
+from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
+from relay.store.sqlite_transfer import TransferMixin
 
 log = logging.getLogger(__name__)
-FINAL = ("sent", "bounced")
+T = TypeVar("T")
 # privacy list kind -> (table, column); names come from here only, never from input
 _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 # an erased body leaves copies of its pages in the WAL (and its old page in the main file)
@@ -35,7 +37,7 @@ _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "add
 CHECKPOINT_EVERY = 5.0
 
 
-class SqliteStore(ReportsMixin):
+class SqliteStore(ReportsMixin, TransferMixin):
     def __init__(self, path: str) -> None:
         self.path = path
         self._runner = SqliteRunner(path)
@@ -99,7 +101,7 @@ class SqliteStore(ReportsMixin):
             )
             return User(cur.lastrowid, email.lower(), is_admin, password_hash)
 
-        return await self._runner.write(job)
+        return await self._runner.write(lambda c: _conflicts(job, c))
 
     async def user_by_email(self, email: str) -> User | None:
         return await self._runner.read_point(
@@ -124,12 +126,11 @@ class SqliteStore(ReportsMixin):
         )
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
-        await self._runner.write(
+        await self._runner.write(lambda c: _conflicts(
             lambda c: c.execute(
                 "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)",
                 (user_id, token_hash, time.time()),
-            )
-        )
+            ), c))
 
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return await self._runner.read(
@@ -181,7 +182,7 @@ class SqliteStore(ReportsMixin):
     # spool and delivery
 
     async def spool(self, msg: NewMessage) -> int:
-        return await self._runner.write(lambda c: _spool(c, msg))
+        return await self._runner.write(lambda c: _conflicts(_spool, c, msg))
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
         return await self._runner.write(lambda c: _claim(c, worker, now, limit, lease))
@@ -288,6 +289,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
         log.info("store migrated to version %d", number)
 
 
+def _conflicts(job: Callable[..., T], c: sqlite3.Connection, *args: Any) -> T:
+    """sqlite3's constraint errors become the store's own, as on every engine."""
+    try:
+        return job(c, *args)
+    except sqlite3.IntegrityError as e:
+        raise StoreConflict(f"conflicts with the store: {e}") from None
+
+
 def _checkpoint(c: sqlite3.Connection) -> bool:
     """True if the whole WAL was folded back and truncated."""
     busy, _, _ = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -310,8 +319,7 @@ def _policy(c: sqlite3.Connection, user_id: int) -> UserPolicy | None:
 
 
 def _privacy_rules(c: sqlite3.Connection, addresses: Sequence[str]) -> PrivacyRules:
-    lowered = sorted({a.lower() for a in addresses})
-    keys = lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered})
+    keys, lowered = privacy_lookups(addresses)
     marks = ",".join("?" * len(keys)) or "NULL"
     dnt = {r[0] for r in c.execute(f"SELECT entry FROM do_not_track WHERE entry IN ({marks})", keys)}
     marks = ",".join("?" * len(lowered)) or "NULL"
@@ -365,8 +373,7 @@ def _spool(c: sqlite3.Connection, m: NewMessage) -> int:
         if m.client_ip:
             _note_ip(c, m.user_id, m.client_ip, m.received_at)
         if m.sticky_choice is not None:
-            current = _policy(c, m.user_id) or UserPolicy()
-            _put_policy(c, m.user_id, replace(current, sticky_choice=m.sticky_choice))
+            _put_policy(c, m.user_id, with_sticky_choice(_policy(c, m.user_id), m.sticky_choice))
     return message_id
 
 
@@ -407,10 +414,9 @@ def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: fl
 def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
             rewrite_note: str | None) -> tuple[str, bool]:
     for r in results:
-        done = now if r.status in FINAL else None
         c.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, detail = ?, done_at = ? WHERE id = ?",
-            (r.status, r.detail, done, r.recipient_id),
+            (r.status, r.detail, done_at(r.status, now), r.recipient_id),
         )
         if r.status == "sent":
             c.execute(
@@ -418,20 +424,13 @@ def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientR
                 " (SELECT copy_id FROM recipients WHERE id = ?)", (now, r.recipient_id))
     counts = {row[0]: row[1] for row in c.execute(
         "SELECT status, COUNT(*) FROM recipients WHERE message_id = ? GROUP BY status", (message_id,))}
-    pending = counts.get("queued", 0) + counts.get("deferred", 0)
-    next_at = min((r.next_attempt_at for r in results if r.status == "deferred" and r.next_attempt_at),
-                  default=now)
-    if pending:
-        status = "deferred"
-    elif counts.get("bounced"):
-        status = "partial" if counts.get("sent") else "bounced"
-    else:
-        status = "sent"
+    pending = pending_count(counts)
+    status = roll_up(counts)
     c.execute(
         "UPDATE messages SET status = ?, next_attempt_at = ?, locked_by = NULL, locked_until = NULL,"
         " sent_at = CASE WHEN ? > 0 THEN COALESCE(sent_at, ?) ELSE sent_at END,"
         " rewrite_note = COALESCE(?, rewrite_note) WHERE id = ?",
-        (status, next_at, counts.get("sent", 0), now, rewrite_note, message_id),
+        (status, next_attempt_at(results, now), counts.get("sent", 0), now, rewrite_note, message_id),
     )
     erased = False
     if not pending:

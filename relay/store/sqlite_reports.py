@@ -1,9 +1,8 @@
 """SQLite queries behind the hits recorder, the JSON API and the panel.
 
 Counting rules (DESIGN "JSON API"): every hit is an event; ``opens``/``clicks`` count
-every open/click event, ``human_*`` only class ``human``. A click on a copy with no open
-of the click's class yet also records an *implied* open (same time, IP, user agent and
-class, ``implied = 1``), so "clicked but images were blocked" still reads as opened.
+every open/click event, ``human_*`` only class ``human``. What a batch of hits means
+(implied opens, notifications) is decided in relay/hit_rules.py.
 """
 from __future__ import annotations
 
@@ -13,6 +12,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from relay.errors import StoreUnavailable
+from relay.hit_rules import CopyFacts, open_questions, plan_hits
+from relay.store.counting import add_counts, counts_from_row
 from relay.records import (
     EventReport,
     HitCounts,
@@ -137,95 +138,48 @@ def _guarded(job: Any, c: sqlite3.Connection, *args: Any) -> Any:
         raise StoreUnavailable(f"store unavailable: {e}") from e
 
 
-class _BatchState:
-    """What one batch has learnt about its copies and users, so a hot copy costs one query."""
-
-    def __init__(self, c: sqlite3.Connection) -> None:
-        self.c = c
-        self.copies: dict[int, sqlite3.Row | None] = {}
-        self.notify: dict[int, bool] = {}
-        self.opened: dict[tuple[int, str], bool] = {}
-
-    def copy(self, copy_id: int) -> sqlite3.Row | None:
-        if copy_id not in self.copies:
-            self.copies[copy_id] = self.c.execute(
-                "SELECT k.recipient, k.message_id, m.user_id, m.subject FROM copies k"
-                " JOIN messages m ON m.id = k.message_id WHERE k.id = ?", (copy_id,)).fetchone()
-        return self.copies[copy_id]
-
-    def has_open(self, copy_id: int, cls: str) -> bool:
-        key = (copy_id, cls)
-        if key not in self.opened:
-            self.opened[key] = self.c.execute(
-                "SELECT 1 FROM events WHERE copy_id = ? AND type = 'open' AND class = ? LIMIT 1",
-                key).fetchone() is not None
-        return self.opened[key]
-
-    def wants_notice(self, user_id: int | None) -> bool:
-        if user_id is None:
-            return False
-        if user_id not in self.notify:
-            row = self.c.execute("SELECT notify FROM policies WHERE user_id = ?", (user_id,)).fetchone()
-            self.notify[user_id] = True if row is None else bool(row[0])  # UserPolicy.notify defaults on
-        return self.notify[user_id]
-
-
 def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
-    state = _BatchState(c)
-    rows: list[tuple[Any, ...]] = []
-    stored = 0
-    for e in events:
-        info = state.copy(e.copy_id)
-        if info is None:  # the copy went with its sender (`user del`) after the hit arrived
-            continue
-        stored += 1
-        if e.type == "click" and not state.has_open(e.copy_id, e.cls):
-            _open(state, rows, info, e, implied=True)
-        if e.type == "open":
-            _open(state, rows, info, e, implied=e.implied)
-            continue
-        rows.append((e.copy_id, info["message_id"], e.type, e.at, e.position, e.ip, e.user_agent, e.cls,
-                     int(e.implied)))
-        if e.cls == "human" and state.wants_notice(info["user_id"]):
-            url = c.execute("SELECT url FROM links WHERE message_id = ? AND position = ?",
-                            (info["message_id"], e.position)).fetchone()
-            _notice(c, info, "click", e.at, url[0] if url else None)
+    copy_ids = sorted({e.copy_id for e in events})
+    copies = _copy_facts(c, copy_ids)
+    plan = plan_hits(events, copies, _opened(c, open_questions(events)),
+                     _links(c, {f.message_id for f in copies.values()}))
+    rows = [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
+            for e in plan.events]
     # One statement for the whole batch: sqlite3 releases and retakes the GIL around every
     # statement, and under HTTP load each retake waits for the event loop thread. One
     # statement per hit held one hits process to 6.7k pixels/s, one per batch to 8.5k.
     c.execute(_INSERT_EVENTS_JSON, (json.dumps(rows, ensure_ascii=False),))
-    return stored
+    if plan.notifications:  # most batches have none: no statement, no GIL hand-off
+        c.executemany(
+            "INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at) VALUES (?,?,?,?,?,?,?)",
+            [(n.user_id, n.message_id, n.type, n.recipient, n.url, n.text, n.at) for n in plan.notifications])
+    return plan.stored
 
 
-def _open(state: _BatchState, rows: list[tuple[Any, ...]], info: sqlite3.Row, e: NewEvent, *,
-          implied: bool) -> None:
-    first_human = e.cls == "human" and not state.has_open(e.copy_id, "human")
-    rows.append((e.copy_id, info["message_id"], "open", e.at, None, e.ip, e.user_agent, e.cls, int(implied)))
-    state.opened[(e.copy_id, e.cls)] = True
-    if first_human and state.wants_notice(info["user_id"]):
-        _notice(state.c, info, "open", e.at, None)
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values)) or "NULL"
 
 
-def _notice(c: sqlite3.Connection, info: sqlite3.Row, kind: str, at: float, url: str | None) -> None:
-    who = info["recipient"] or "a recipient"
-    subject = info["subject"] or "(no subject)"
-    text = f"{who} opened \u201c{subject}\u201d" if kind == "open" else f"{who} clicked {url} in \u201c{subject}\u201d"
-    c.execute(
-        "INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at) VALUES (?,?,?,?,?,?,?)",
-        (info["user_id"], info["message_id"], kind, info["recipient"], url, text, at))
+def _copy_facts(c: sqlite3.Connection, copy_ids: Sequence[int]) -> dict[int, CopyFacts]:
+    rows = c.execute(
+        "SELECT k.id, k.recipient, k.message_id, m.user_id, m.subject, p.notify FROM copies k"
+        " JOIN messages m ON m.id = k.message_id LEFT JOIN policies p ON p.user_id = m.user_id"
+        f" WHERE k.id IN ({_marks(copy_ids)})", copy_ids)
+    return {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"])
+            for r in rows}
 
 
-def _counts(row: Sequence[Any] | None) -> HitCounts:
-    if row is None:
-        return HitCounts()
-    return HitCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4], row[5])
+def _opened(c: sqlite3.Connection, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of these (copy id, class) pairs have an open stored."""
+    return {(r[0], r[1]) for r in c.execute(
+        "SELECT p.value ->> 0, p.value ->> 1 FROM json_each(?) p WHERE EXISTS (SELECT 1 FROM events e"
+        " WHERE e.copy_id = p.value ->> 0 AND e.type = 'open' AND e.class = p.value ->> 1)", (json.dumps(pairs),))}
 
 
-def _add(a: HitCounts, b: HitCounts) -> HitCounts:
-    firsts = [t for t in (a.first_open_at, b.first_open_at) if t is not None]
-    lasts = [t for t in (a.last_open_at, b.last_open_at) if t is not None]
-    return HitCounts(a.opens + b.opens, a.human_opens + b.human_opens, a.clicks + b.clicks,
-                     a.human_clicks + b.human_clicks, min(firsts, default=None), max(lasts, default=None))
+def _links(c: sqlite3.Connection, message_ids: set[int]) -> dict[tuple[int, int], str]:
+    ids = sorted(message_ids)
+    return {(r[0], r[1]): r[2] for r in c.execute(
+        f"SELECT message_id, position, url FROM links WHERE message_id IN ({_marks(ids)})", ids)}
 
 
 def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[MessageReport]:
@@ -233,7 +187,7 @@ def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Message
         return []
     ids = [r["id"] for r in rows]
     marks = ",".join("?" * len(ids))
-    per_copy = {r[0]: _counts(r[1:]) for r in c.execute(
+    per_copy = {r[0]: counts_from_row(r[1:]) for r in c.execute(
         f"SELECT copy_id, {_COUNT_COLUMNS} FROM events WHERE message_id IN ({marks}) GROUP BY copy_id", ids)}
     recipients: dict[int, list[RecipientReport]] = {i: [] for i in ids}
     for r in c.execute(
@@ -245,7 +199,7 @@ def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Message
             per_copy.get(r["copy_id"], HitCounts())))
     totals: dict[int, HitCounts] = {}
     for k in c.execute(f"SELECT id, message_id FROM copies WHERE message_id IN ({marks})", ids):
-        totals[k[1]] = _add(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
+        totals[k[1]] = add_counts(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
     return [
         MessageReport(
             id=r["id"], user_id=r["user_id"], message_id=r["message_id"], subject=r["subject"],

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from relay.policy import UserPolicy
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
-from relay.store.sqlite import SqliteStore
+from relay.store import Store
 
 T0 = 1_800_000_000.0
 
 
-async def sent_message(store: SqliteStore, user_id: int, rcpts=("bob@example.org", "carol@example.org"),
+async def sent_message(store: Store, user_id: int, rcpts=("bob@example.org", "carol@example.org"),
                        shared: bool = False, queue_id: str = "Q1") -> int:
     if shared:
         copies = (NewCopy(f"tok-{queue_id}-all", None, True, True),)

@@ -1,0 +1,92 @@
+"""What a batch of hits means (pure): the events to store, implied opens, in-app notifications.
+
+A click on a copy with no open of the click's class yet also records an *implied* open
+(same time, IP, user agent and class), so "clicked but images were blocked" still reads
+as opened. A copy's first human open and every human click make an in-app notification
+when the owner's policy has ``notify`` on (the default). Store engines look the facts up,
+call plan_hits, and insert what it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Collection, Mapping, Sequence
+
+from relay.records import NewEvent, NewNotification
+
+
+@dataclass(frozen=True)
+class CopyFacts:
+    """What the store knows about the copy a hit is for."""
+
+    message_id: int
+    user_id: int | None
+    recipient: str | None
+    subject: str
+    notify: bool | None  # the owner's policy setting; None: the owner has no policy
+
+
+@dataclass(frozen=True)
+class HitPlan:
+    events: tuple[NewEvent, ...]  # the hits and their implied opens, in order
+    notifications: tuple[NewNotification, ...]
+    stored: int  # hits kept (hits on erased copies are dropped)
+
+
+def notify_wanted(facts: CopyFacts) -> bool:
+    """Mail without an owner (a DSN) notifies nobody; a user without a policy gets
+    notifications (UserPolicy.notify defaults on)."""
+    return facts.user_id is not None and (facts.notify is None or bool(facts.notify))
+
+
+def notification_text(kind: str, recipient: str | None, subject: str, url: str | None) -> str:
+    who = recipient or "a recipient"
+    subject = subject or "(no subject)"
+    if kind == "open":
+        return f"{who} opened \u201c{subject}\u201d"
+    return f"{who} clicked {url} in \u201c{subject}\u201d"
+
+
+def open_questions(events: Sequence[NewEvent]) -> list[tuple[int, str]]:
+    """The (copy id, class) pairs plan_hits asks "was there an open before?" about: the store
+    answers only these (an EXISTS each) instead of reading every open of a hot copy."""
+    return sorted({(e.copy_id, e.cls) for e in events} | {(e.copy_id, "human") for e in events})
+
+
+def plan_hits(events: Sequence[NewEvent], copies: Mapping[int, CopyFacts],
+              opened: Collection[tuple[int, str]], links: Mapping[tuple[int, int], str]) -> HitPlan:
+    """events: the batch; copies: facts per copy id (a missing copy was erased); opened: those
+    of open_questions(events) with an open stored before this batch; links: (message id,
+    position) -> url."""
+    seen_open = set(opened)
+    rows: list[NewEvent] = []
+    notices: list[NewNotification] = []
+    stored = 0
+
+    def record_open(e: NewEvent, facts: CopyFacts, implied: bool) -> None:
+        first_human = e.cls == "human" and (e.copy_id, "human") not in seen_open
+        rows.append(NewEvent(e.copy_id, facts.message_id, "open", e.at, None, e.ip, e.user_agent, e.cls, implied))
+        seen_open.add((e.copy_id, e.cls))
+        if first_human and notify_wanted(facts):
+            notices.append(_notice(facts, "open", e.at, None))
+
+    for e in events:
+        facts = copies.get(e.copy_id)
+        if facts is None:  # the copy was erased (purge, erase) after the hit arrived
+            continue
+        stored += 1
+        if e.type == "open":
+            record_open(e, facts, e.implied)
+            continue
+        if (e.copy_id, e.cls) not in seen_open:
+            record_open(e, facts, True)
+        rows.append(NewEvent(e.copy_id, facts.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls,
+                             e.implied))
+        if e.cls == "human" and notify_wanted(facts):
+            url = links.get((facts.message_id, e.position)) if e.position is not None else None
+            notices.append(_notice(facts, "click", e.at, url))
+    return HitPlan(tuple(rows), tuple(notices), stored)
+
+
+def _notice(facts: CopyFacts, kind: str, at: float, url: str | None) -> NewNotification:
+    return NewNotification(facts.user_id, facts.message_id, kind, facts.recipient, url,
+                           notification_text(kind, facts.recipient, facts.subject, url), at)

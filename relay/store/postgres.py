@@ -1,0 +1,435 @@
+"""PostgreSQL backend (asyncpg, a connection pool): one store for several hosts.
+
+The same contract as sqlite.py: dataclasses in and out, product rules from the pure
+modules, asyncpg's errors turned into the store's own (relay/errors.py). Delivery workers
+on any host claim due mail with ``FOR UPDATE SKIP LOCKED`` and a lease (``locked_by``,
+``locked_until``). Migrations run at start under an advisory lock, so nodes may start together.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any, AsyncIterator, Sequence
+
+import asyncpg
+
+from relay.control import Choice
+from relay.errors import StoreConflict, StoreUnavailable
+from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
+from relay.records import (
+    ClaimedMessage,
+    CopyRef,
+    CopyTarget,
+    NewMessage,
+    PendingRecipient,
+    RecipientResult,
+    User,
+)
+from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.store.pg_schema import MIGRATIONS
+from relay.store.postgres_reports import PgReportsMixin
+from relay.store.postgres_transfer import PgTransferMixin
+
+log = logging.getLogger(__name__)
+# any constant of our own: every node migrating the same database takes the same lock
+MIGRATION_LOCK = 0x7472_6163_6B72
+CONNECT_TIMEOUT = 10.0
+# an erased body stays in the table's pages until the table is rewritten (checkpoint())
+VACUUM_EVERY = 5.0
+# a bigger queue would hold the lock for seconds: it is rewritten once it has shrunk
+FULL_REWRITE_MAX = 64 << 20
+ERASE_LOCK_WAIT = "200ms"  # the wait stalls intake behind it, so keep it short
+_PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
+
+
+def public_address(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return dsn
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}@{host}" if user else f"{scheme}{sep}{host}"
+
+
+class PostgresStore(PgReportsMixin, PgTransferMixin):
+    def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+        self.dsn = dsn
+        self._sizes = (min_connections, max_connections)
+        self._pool: asyncpg.Pool | None = None
+        self._last_vacuum = 0.0
+        self._erased_since_vacuum = False
+        self.full_rewrite_max = FULL_REWRITE_MAX
+
+    @property
+    def location(self) -> str:
+        return public_address(self.dsn)
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=self._sizes[0], max_size=self._sizes[1],
+                                                   timeout=CONNECT_TIMEOUT)
+            async with self._pool.acquire() as c:
+                await _migrate(c)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            raise StoreUnavailable(f"cannot open store {self.location}: {_reason(e)}") from None
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        if self._erased_since_vacuum:
+            await self.checkpoint()
+        try:
+            await asyncio.wait_for(self._pool.close(), 10)
+        except (asyncio.TimeoutError, asyncpg.InterfaceError):
+            self._pool.terminate()
+        self._pool = None
+
+    async def checkpoint(self) -> None:
+        """Rewrite the bodies table (and its TOAST table) without the erased bodies' bytes.
+
+        A deleted row stays in its page, and plain VACUUM only marks the space free: the
+        bytes stay until a new row happens to cover them (tests/store/test_store.py found
+        them there). VACUUM FULL copies the live rows (the mail still queued, usually few)
+        into new files and removes the old ones. It locks the table meanwhile, so it waits
+        at most ERASE_LOCK_WAIT for the lock, and a queue above full_rewrite_max bytes (a
+        backlog after an outage) only gets a plain VACUUM until it has shrunk."""
+        self._last_vacuum = time.monotonic()
+        try:
+            async with self._conn() as c:
+                if await c.fetchval("SELECT pg_total_relation_size('bodies')") > self.full_rewrite_max:
+                    await c.execute("VACUUM bodies")
+                    return
+                await c.execute(f"SET lock_timeout = '{ERASE_LOCK_WAIT}'")
+                try:
+                    await c.execute("VACUUM FULL bodies")
+                finally:
+                    await c.execute("RESET lock_timeout")
+        except StoreUnavailable as e:
+            log.warning("erased bodies not yet rewritten away, trying again later: %s", e)
+            return
+        self._erased_since_vacuum = False
+
+    @property
+    def erasure_pending(self) -> bool:
+        """Bodies were deleted whose bytes may still be in the table's pages."""
+        return self._erased_since_vacuum
+
+    @asynccontextmanager
+    async def _conn(self, *, transaction: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection (in a transaction if asked); driver errors become the store's."""
+        if self._pool is None:
+            raise StoreUnavailable(f"store {self.location} is not open")
+        try:
+            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as c:
+                if transaction:
+                    async with c.transaction():
+                        yield c
+                else:
+                    yield c
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise StoreConflict(f"conflicts with the store: {e.detail or e}") from None
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreUnavailable(f"store {self.location} unavailable: {_reason(e)}") from None
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._conn() as c:
+            return await c.fetch(sql, *args)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self._conn() as c:
+            return await c.fetchrow(sql, *args)
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async with self._conn() as c:
+            return await c.execute(sql, *args)
+
+    # users and credentials
+
+    async def add_user(self, email: str, password_hash: str, is_admin: bool = False) -> User:
+        row = await self._fetchrow(
+            "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+            email.lower(), password_hash, is_admin, time.time())
+        return _user(row)
+
+    async def user_by_email(self, email: str) -> User | None:
+        return _user(await self._fetchrow("SELECT * FROM users WHERE email = $1", email.lower()))
+
+    async def users(self) -> list[User]:
+        return [_user(r) for r in await self._fetch("SELECT * FROM users ORDER BY email")]
+
+    async def set_password(self, email: str, password_hash: str) -> bool:
+        return _count(await self._execute("UPDATE users SET password_hash = $1 WHERE email = $2",
+                                          password_hash, email.lower())) == 1
+
+    async def delete_user(self, email: str) -> bool:
+        return _count(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1
+
+    async def add_api_token(self, user_id: int, token_hash: str) -> None:
+        await self._execute("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
+                            user_id, token_hash, time.time())
+
+    async def user_by_api_token(self, token_hash: str) -> User | None:
+        return _user(await self._fetchrow(
+            "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1", token_hash))
+
+    async def policy(self, user_id: int) -> UserPolicy | None:
+        async with self._conn() as c:
+            return await _policy(c, user_id)
+
+    async def set_policy(self, user_id: int, policy: UserPolicy) -> None:
+        async with self._conn() as c:
+            await _put_policy(c, user_id, policy)
+
+    async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
+        """What intake needs for one mail: the user's policy and the privacy rules."""
+        keys, lowered = privacy_lookups(addresses)
+        async with self._conn() as c:
+            policy = await _policy(c, user_id)
+            dnt = {r[0] for r in await c.fetch("SELECT entry FROM do_not_track WHERE entry = ANY($1::text[])", keys)}
+            ok = {r[0] for r in await c.fetch("SELECT address FROM consent WHERE address = ANY($1::text[])", lowered)}
+        return policy, PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
+
+    async def privacy_list(self, kind: str) -> list[str]:
+        table, column = _PRIVACY_TABLES[kind]
+        return [r[0] for r in await self._fetch(f"SELECT {column} FROM {table} ORDER BY {column}")]
+
+    async def privacy_add(self, kind: str, entry: str) -> bool:
+        table, column = _PRIVACY_TABLES[kind]
+        return _count(await self._execute(
+            f"INSERT INTO {table} ({column}, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            entry.lower(), time.time())) == 1
+
+    async def privacy_del(self, kind: str, entry: str) -> bool:
+        table, column = _PRIVACY_TABLES[kind]
+        return _count(await self._execute(f"DELETE FROM {table} WHERE {column} = $1", entry.lower())) == 1
+
+    async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
+        return frozenset(r[0] for r in await self._fetch(
+            "SELECT ip FROM sender_ips WHERE user_id = $1 AND last_seen >= $2", user_id, since))
+
+    async def note_sender_ip(self, user_id: int, ip: str, now: float) -> None:
+        async with self._conn() as c:
+            await _note_ip(c, user_id, ip, now)
+
+    # spool and delivery
+
+    async def spool(self, msg: NewMessage) -> int:
+        async with self._conn(transaction=True) as c:
+            return await _spool(c, msg)
+
+    async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
+        async with self._conn(transaction=True) as c:
+            return await _claim(c, worker, now, limit, lease)
+
+    async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
+        async with self._conn(transaction=True) as c:
+            await c.executemany(
+                "INSERT INTO links (message_id, position, url) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                [(message_id, pos, url) for pos, url in links])
+            await c.execute("UPDATE messages SET links_saved = TRUE WHERE id = $1", message_id)
+
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+                     rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
+        async with self._conn(transaction=True) as c:
+            if dsn is not None:  # in the same transaction: a bounce is never lost nor sent twice
+                await _spool(c, dsn)
+            status, erased = await _finish(c, message_id, results, now, rewrite_note)
+        if erased:
+            self._erased_since_vacuum = True
+            if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
+                await self.checkpoint()
+        return status
+
+    async def lock_holders(self) -> set[str]:
+        return {r[0] for r in await self._fetch(
+            "SELECT DISTINCT locked_by FROM messages WHERE locked_by IS NOT NULL")}
+
+    async def renew(self, worker: str, until: float) -> None:
+        await self._execute("UPDATE messages SET locked_until = $1 WHERE locked_by = $2", until, worker)
+
+    async def release(self, worker: str) -> None:
+        await self._execute("UPDATE messages SET locked_by = NULL, locked_until = NULL WHERE locked_by = $1", worker)
+
+    async def capture(self, message_id: int | None, mail_from: str, rcpt_tos: Sequence[str],
+                      data: bytes, now: float) -> None:
+        await self._execute(
+            "INSERT INTO captured (message_id, mail_from, rcpt_tos, data, at) VALUES ($1, $2, $3, $4, $5)",
+            message_id, mail_from, json.dumps(list(rcpt_tos)), data, now)
+
+    async def captured(self, message_id: int | None = None) -> list[dict]:
+        if message_id is None:
+            rows = await self._fetch("SELECT * FROM captured ORDER BY id")
+        else:
+            rows = await self._fetch("SELECT * FROM captured WHERE message_id = $1 ORDER BY id", message_id)
+        return [dict(r, rcpt_tos=json.loads(r["rcpt_tos"])) for r in rows]
+
+    async def message_row(self, message_id: int) -> dict | None:
+        async with self._conn() as c:
+            row = await c.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+            if row is None:
+                return None
+            out = dict(row)
+            out["recipients"] = [dict(r) for r in await c.fetch(
+                "SELECT * FROM recipients WHERE message_id = $1 ORDER BY id", message_id)]
+            out["has_body"] = await c.fetchval("SELECT 1 FROM bodies WHERE message_id = $1", message_id) is not None
+            return out
+
+    async def queue_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self._fetch("SELECT status, COUNT(*) FROM messages GROUP BY status")}
+
+    # hits
+
+    async def copy_target(self, token: str) -> CopyTarget | None:
+        async with self._conn() as c:
+            row = await c.fetchrow(
+                "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id FROM copies k"
+                " JOIN messages m ON m.id = k.message_id WHERE k.token = $1", token)
+            if row is None:
+                return None
+            links = {r[0]: r[1] for r in await c.fetch(
+                "SELECT position, url FROM links WHERE message_id = $1", row["message_id"])}
+        return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"], row["delivered_at"], links)
+
+
+async def _migrate(c: asyncpg.Connection) -> None:
+    # a session lock: held across the migrations' own transactions, released below
+    await c.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = await c.fetchval("SELECT max(version) FROM schema_version") or 0
+        for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with c.transaction():
+                await c.execute(sql)
+                await c.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+            log.info("store migrated to version %d", number)
+    finally:
+        await c.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g}s"
+    return str(e) or type(e).__name__
+
+
+def _count(status: str) -> int:
+    """asyncpg's command tag ("UPDATE 1", "INSERT 0 1") -> rows affected."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _user(row: asyncpg.Record | None) -> User | None:
+    if row is None:
+        return None
+    return User(row["id"], row["email"], row["is_admin"], row["password_hash"])
+
+
+async def _policy(c: asyncpg.Connection, user_id: int) -> UserPolicy | None:
+    row = await c.fetchrow("SELECT * FROM policies WHERE user_id = $1", user_id)
+    if row is None:
+        return None
+    sticky = Choice(**json.loads(row["sticky_choice"])) if row["sticky_choice"] else None
+    return UserPolicy(mode=row["mode"], opens=row["opens"], clicks=row["clicks"], notify=row["notify"],
+                      sticky=row["sticky"], sticky_choice=sticky)
+
+
+async def _put_policy(c: asyncpg.Connection, user_id: int, p: UserPolicy) -> None:
+    sticky = json.dumps(asdict(p.sticky_choice)) if p.sticky_choice else None
+    await c.execute(
+        "INSERT INTO policies (user_id, mode, opens, clicks, notify, sticky, sticky_choice)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id) DO UPDATE SET mode = excluded.mode,"
+        " opens = excluded.opens, clicks = excluded.clicks, notify = excluded.notify,"
+        " sticky = excluded.sticky, sticky_choice = excluded.sticky_choice",
+        user_id, p.mode, p.opens, p.clicks, p.notify, p.sticky, sticky)
+
+
+async def _note_ip(c: asyncpg.Connection, user_id: int, ip: str, now: float) -> None:
+    await c.execute(
+        "INSERT INTO sender_ips (user_id, ip, last_seen) VALUES ($1, $2, $3)"
+        " ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = excluded.last_seen", user_id, ip, now)
+
+
+async def _spool(c: asyncpg.Connection, m: NewMessage) -> int:
+    message_id = await c.fetchval(
+        "INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at,"
+        " client_ip, track_opens, track_clicks, is_dsn, next_attempt_at, from_owned)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7, $12) RETURNING id",
+        m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
+        m.client_ip, m.track_opens, m.track_clicks, m.is_dsn, m.from_owned)
+    await c.execute("INSERT INTO bodies (message_id, data) VALUES ($1, $2)", message_id, m.body)
+    copy_ids = [
+        await c.fetchval(
+            "INSERT INTO copies (message_id, token, recipient, opens, clicks, text_links)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            message_id, cp.token, cp.recipient, cp.opens, cp.clicks, cp.text_links)
+        for cp in m.copies
+    ]
+    await c.executemany(
+        "INSERT INTO recipients (message_id, address, copy_id) VALUES ($1, $2, $3)",
+        [(message_id, r.address, None if r.copy_index is None else copy_ids[r.copy_index]) for r in m.recipients])
+    if m.user_id is not None:
+        if m.client_ip:
+            await _note_ip(c, m.user_id, m.client_ip, m.received_at)
+        if m.sticky_choice is not None:
+            await _put_policy(c, m.user_id, with_sticky_choice(await _policy(c, m.user_id), m.sticky_choice))
+    return message_id
+
+
+async def _claim(c: asyncpg.Connection, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
+    # SKIP LOCKED: workers claiming at the same moment take different mail instead of waiting
+    rows = await c.fetch(
+        "WITH due AS (SELECT id FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $1"
+        " AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at LIMIT $2"
+        " FOR UPDATE SKIP LOCKED)"
+        " UPDATE messages m SET locked_by = $3, locked_until = $4 FROM due WHERE m.id = due.id RETURNING m.*",
+        now, limit, worker, now + lease)
+    ids = [r["id"] for r in rows]
+    bodies = {r[0]: r[1] for r in await c.fetch(
+        "SELECT message_id, data FROM bodies WHERE message_id = ANY($1::bigint[])", ids)}
+    pending: dict[int, list[PendingRecipient]] = {i: [] for i in ids}
+    for r in await c.fetch(
+            "SELECT r.*, k.token, k.recipient AS crecipient, k.opens, k.clicks, k.text_links"
+            " FROM recipients r LEFT JOIN copies k ON k.id = r.copy_id"
+            " WHERE r.message_id = ANY($1::bigint[]) AND r.status IN ('queued', 'deferred') ORDER BY r.id", ids):
+        copy = None if r["copy_id"] is None else CopyRef(
+            r["copy_id"], r["token"], r["crecipient"], r["opens"], r["clicks"], r["text_links"])
+        pending[r["message_id"]].append(PendingRecipient(r["id"], r["address"], r["attempts"], copy))
+    claimed = []
+    for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
+        body = bodies.get(row["id"])
+        if body is None:  # cannot happen while recipients are pending; never deliver nothing
+            log.error("message %s has pending recipients but no body", row["queue_id"])
+            continue
+        claimed.append(ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"],
+                                      row["received_at"], bytes(body), tuple(pending[row["id"]]),
+                                      row["links_saved"], row["from_owned"]))
+    return claimed
+
+
+async def _finish(c: asyncpg.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
+                  rewrite_note: str | None) -> tuple[str, bool]:
+    await c.executemany(
+        "UPDATE recipients SET status = $1, attempts = attempts + 1, detail = $2, done_at = $3 WHERE id = $4",
+        [(r.status, r.detail, done_at(r.status, now), r.recipient_id) for r in results])
+    sent = [r.recipient_id for r in results if r.status == "sent"]
+    await c.execute(
+        "UPDATE copies SET delivered_at = COALESCE(delivered_at, $1)"
+        " WHERE id IN (SELECT copy_id FROM recipients WHERE id = ANY($2::bigint[]))", now, sent)
+    counts = {r[0]: r[1] for r in await c.fetch(
+        "SELECT status, COUNT(*) FROM recipients WHERE message_id = $1 GROUP BY status", message_id)}
+    await c.execute(
+        "UPDATE messages SET status = $1, next_attempt_at = $2, locked_by = NULL, locked_until = NULL,"
+        " sent_at = CASE WHEN $3 THEN COALESCE(sent_at, $4) ELSE sent_at END,"
+        " rewrite_note = COALESCE($5, rewrite_note) WHERE id = $6",
+        roll_up(counts), next_attempt_at(results, now), bool(counts.get("sent")), now, rewrite_note, message_id)
+    erased = False
+    if not pending_count(counts):
+        erased = _count(await c.execute("DELETE FROM bodies WHERE message_id = $1", message_id)) > 0
+    return roll_up(counts), erased

@@ -1,0 +1,57 @@
+"""PostgreSQL only: erased bodies in a backlog, and connections cut under the store."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from hits_helpers import wait_until
+from relay.errors import StoreUnavailable
+from relay.records import RecipientResult
+from relay.store.postgres import PostgresStore
+from store.test_store import MARKER, message, stored_bytes
+
+
+async def test_a_big_backlog_is_rewritten_once_it_has_shrunk(pg_url):
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        store.full_rewrite_max = 0  # every queue is "too big" to rewrite now
+        user = await store.add_user("alice@example.com", "h")
+        await store.spool(message("WAITING", user.id, at=time.time() + 3600, body=b"Subject: w\r\n\r\nlater\r\n"))
+        mid = await store.spool(message("Q1", user.id))
+        [m] = await store.claim("w", time.time(), 10, 60)
+        await store.finish(mid, [RecipientResult(m.recipients[0].id, "sent")], time.time())
+        await store.checkpoint()
+        assert store.erasure_pending  # only a plain VACUUM ran: the rewrite is still owed
+        store.full_rewrite_max = 64 << 20
+        await store.checkpoint()
+        assert not store.erasure_pending
+        for where, data in await stored_bytes(pg_url):
+            assert MARKER not in data, f"body left in {where}"
+    finally:
+        await store.close()
+
+
+async def test_a_connection_cut_mid_query_is_the_store_s_own_error_and_the_pool_recovers(pg_url, pg_server):
+    store = PostgresStore(pg_url)
+    await store.open()
+    admin = await asyncpg.connect(pg_server.url())
+    try:
+        await store.add_user("alice@example.com", "h")
+        slow = asyncio.create_task(store._execute("SELECT pg_sleep(30)"))  # a query in flight
+
+        async def cut() -> bool:  # what a server restart or a failover does to it
+            return await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+                " AND datname = $1", pg_url.rsplit("/", 1)[1]) == 1
+
+        await wait_until(cut)
+        with pytest.raises(StoreUnavailable):
+            await slow
+        assert [u.email for u in await store.users()] == ["alice@example.com"]  # a new connection
+    finally:
+        await admin.close()
+        await store.close()
