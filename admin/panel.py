@@ -46,6 +46,7 @@ from admin.sessions import (
 )
 from relay.auth import verify_password_async
 from relay.errors import StoreUnavailable
+from relay.headers import header_block
 from relay.records import MessageReport
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ async def captured_raw(request: web.Request) -> web.StreamResponse:
 def capture_summary(row: dict) -> dict[str, Any]:
     """What the page shows of a captured copy: envelope, size and header lines."""
     data = bytes(row["data"])
-    head = data.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in data else data.split(b"\n\n", 1)[0]
+    head = header_block(data)
     parsed = HeaderParser(policy=compat32).parsestr(head.decode("utf-8", "replace"), headersonly=True)
     return {"id": row["id"], "at": row["at"], "mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"],
             "size": len(data), "headers": [(name, str(value)) for name, value in parsed.items()]}

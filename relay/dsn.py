@@ -6,21 +6,14 @@ from dataclasses import dataclass
 from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 
+from relay.headers import header_block
+
 
 @dataclass(frozen=True)
 class Failure:
     recipient: str
     status: str  # enhanced status code, e.g. "5.1.1"
     diagnostic: str  # the upstream's reply, e.g. "550 5.1.1 no such user"
-
-
-def header_block(raw: bytes) -> bytes:
-    """The original message's headers, as text/rfc822-headers (CRLF, no body)."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        head, found, _ = raw.partition(sep)
-        if found:
-            return head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
-    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
 
 
 def build_dsn(*, reporting_mta: str, original_sender: str, failures: list[Failure],

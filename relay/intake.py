@@ -4,14 +4,15 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.utils
-import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from relay.control import header_all, header_values, read_controls, strip_controls
+from relay.headers import crlf_header_block
 from relay.policy import PrivacyRules, RecipientPlan, UserPolicy, decide
 from relay.records import NewCopy, NewMessage, NewRecipient
+
 
 def new_token() -> str:
     """144 random bits, URL-safe; carries no personal data."""
@@ -28,29 +29,6 @@ class TrackingRules:
     internal_domains: frozenset[str] = frozenset()
     max_split: int = 50
     consent_required: bool = False  # privacy.consent = "required"
-
-
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def crlf_header_block(raw: bytes) -> bytes:
-    """``raw`` with every line end of its header block made CRLF, the body's bytes as they are.
-
-    A bare CR or LF reads as a line end to some readers and not to others (aiosmtplib turns
-    both into CRLF on the way out): made CRLF once, before anything reads a header, every
-    layer sees the same header lines. Line ends are found as the upstream's normaliser finds
-    them, so the block ends at the same empty line for every reader too.
-    """
-    blank = raw.find(b"\r\n\r\n")
-    block = raw[:blank] if blank >= 0 else raw
-    if blank >= 0 and block.count(b"\r") == block.count(b"\n") == block.count(b"\r\n"):
-        return raw  # the usual case: already CRLF throughout
-    previous_end = 0
-    for m in _LINE_END.finditer(raw):
-        if m.start() == previous_end:  # an empty line: the header block ends after it
-            return _LINE_END.sub(b"\r\n", raw[:m.end()]) + raw[m.end():]
-        previous_end = m.end()
-    return _LINE_END.sub(b"\r\n", raw)  # no body: all of it is header block
 
 
 def owns_address(rule: str, user_email: str, address: str) -> bool:

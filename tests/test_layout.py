@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ("control", "policy", "intake", "rewrite", "rewrite_html", "classify", "dsn", "records")
+PURE = ("control", "headers", "policy", "intake", "rewrite", "rewrite_html", "classify", "dsn", "records",
+        "hit_rules", "status", "notify_payloads")
 
 
 def imported(path: Path) -> set[str]:

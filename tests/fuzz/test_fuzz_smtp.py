@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from fuzzing import assert_linear, fuzz
 from relay.control import read_controls, strip_controls
-from relay.intake import crlf_header_block, owns_header_from
+from relay.headers import crlf_header_block
+from relay.intake import owns_header_from
 from relay.smtpd import DataReader
 
 # --- the control-header reader ---------------------------------------------------------
