@@ -37,3 +37,14 @@ def header_block(raw: bytes) -> bytes:
     if blank >= 0:
         return head[:blank + 2]
     return head if head.endswith(b"\r\n") else head + b"\r\n"
+
+
+def header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 where it is valid (SMTPUTF8 mail, modern HTTP clients),
+    else ISO-8859-1 (HTTP's historical charset), which keeps every byte."""
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")

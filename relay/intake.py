@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from relay.control import header_all, header_values, read_controls, strip_controls
-from relay.headers import crlf_header_block
+from relay.headers import crlf_header_block, header_text
 from relay.policy import PrivacyRules, RecipientPlan, UserPolicy, decide
 from relay.records import NewCopy, NewMessage, NewRecipient
 
@@ -46,7 +46,7 @@ def owns_header_from(raw: bytes, rule: str, user_email: str) -> bool:
     """Whether every address in every From field is the user's; a From field that names no
     address is not (what a reader makes of it is anyone's guess). No From field: nothing forged."""
     for value in header_all(raw, "from"):
-        text = _without_comments(_text(value))
+        text = _without_comments(header_text(value))
         addresses = [address for _, address in email.utils.getaddresses([text])] if text else []
         if not addresses or not all(a and owns_address(rule, user_email, a) for a in addresses):
             return False
@@ -85,15 +85,7 @@ def header_summary(raw: bytes) -> tuple[str, str]:
     A scan of the raw header block, not an email-package parse: this runs for every mail.
     """
     values = header_values(raw, "message-id", "subject")
-    return _text(values.get("message-id", b"")), display_header(_text(values.get("subject", b"")))
-
-
-def _text(value: bytes) -> str:
-    # raw 8-bit headers (SMTPUTF8) are UTF-8; anything else keeps its bytes as Latin-1
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+    return header_text(values.get("message-id", b"")), display_header(header_text(values.get("subject", b"")))
 
 
 def display_header(text: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.headers import crlf_header_block, header_block
+from relay.headers import crlf_header_block, header_block, header_text
 
 
 @pytest.mark.parametrize("raw, head", [
@@ -22,3 +22,9 @@ def test_the_body_keeps_its_bytes() -> None:
     raw = b"Subject: a\n\nline\rwith bare CR\nand LF\n"
     assert crlf_header_block(raw) == b"Subject: a\r\n\r\nline\rwith bare CR\nand LF\n"
     assert crlf_header_block(b"Subject: a\r\n\r\nx\n") == b"Subject: a\r\n\r\nx\n"
+
+
+@pytest.mark.parametrize("value, text", [
+    (b"plain", "plain"), ("é ü".encode(), "é ü"), ("é".encode("latin-1"), "é"), (b"\xff\xfe", "\xff\xfe")])
+def test_header_text_keeps_every_byte(value: bytes, text: str) -> None:
+    assert header_text(value) == text
