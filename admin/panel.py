@@ -45,13 +45,13 @@ from admin.sessions import (
     set_session_cookie,
 )
 from relay.auth import verify_password_async
+from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.records import MessageReport
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 100
-EVENT_CLASSES = ("human", "proxy", "prefetch", "scanner", "self")
 # no inline script or style anywhere: the panel has neither, so injected markup cannot run
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -254,7 +254,7 @@ async def message_detail(request: web.Request) -> dict[str, Any]:
     report = await _report(request)
     captures = [capture_summary(c) for c in await request.app[STORE].captured(report.id)]
     return page_context(request, title=report.subject or "(no subject)", m=report, captures=captures,
-                        event_classes=EVENT_CLASSES)
+                        event_classes=CLASSES)
 
 
 @login_required
