@@ -36,6 +36,7 @@ from admin.sessions import (
     csrf_ok,
     load_session,
     new_secret,
+    over_tls,
     plausible,
     request_csrf,
     request_ip,
@@ -171,7 +172,7 @@ def _login_page(request: web.Request, *, next_url: str, error: str = "", email: 
         token = new_secret()
     response = aiohttp_jinja2.render_template("login.html", request, page_context(
         request, title="Log in", login_csrf=token, error=error, email=email, next_url=next_url), status=status)
-    set_login_cookie(response, token, secure=request.secure)
+    set_login_cookie(response, token, secure=over_tls(request))
     return response
 
 
@@ -201,7 +202,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         state.should_note_ip(user.id, ip, now)
         await store.note_sender_ip(user.id, ip, now)
     response = _redirect(next_url)
-    set_session_cookie(response, session_id, secure=request.secure)
+    set_session_cookie(response, session_id, secure=over_tls(request))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     return response
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from admin.keys import SETTINGS, STORE
 from relay.limits import RateLimiter
-from relay.netaddr import client_ip
+from relay.netaddr import Network, client_ip, parse_ip
 from relay.records import User
 
 SESSION_COOKIE = "trackrelay_session"
@@ -128,6 +128,22 @@ def set_session_cookie(response: web.StreamResponse, session_id: str, *, secure:
 def set_login_cookie(response: web.StreamResponse, token: str, *, secure: bool) -> None:
     # Strict is enough here: it only needs to come back with the form posted from our own page
     response.set_cookie(LOGIN_COOKIE, token, path="/login", httponly=True, samesite="Strict", secure=secure)
+
+
+def forwarded_https(peer: str, forwarded_proto: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Whether a trusted proxy says the browser came over https. The first entry is the
+    client-facing hop's; from anyone not in `trusted` the header is the client's own say-so."""
+    addr = parse_ip(peer)
+    if forwarded_proto is None or addr is None or not any(addr in net for net in trusted):
+        return False
+    return forwarded_proto.split(",")[0].strip().lower() == "https"
+
+
+def over_tls(request: web.Request) -> bool:
+    """Whether the browser reached the panel over TLS, so its cookies must be Secure."""
+    settings = request.config_dict[SETTINGS]
+    return settings.https or request.secure or forwarded_https(
+        request.remote or "", request.headers.get("X-Forwarded-Proto"), settings.trusted_proxies)
 
 
 def request_ip(request: web.Request) -> str:

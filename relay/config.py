@@ -73,6 +73,8 @@ class HttpConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: str = "127.0.0.1:8081"
+    # the panel's address as browsers see it; https:// makes its cookies Secure
+    public_url: str = "http://127.0.0.1:8081"
     admins_see_all: bool = False
     secret_key: Secret = Secret("")
 
@@ -334,9 +336,8 @@ def _validate(cfg: Config) -> None:
     parse_upstream_url(cfg.upstream.url)
     if cfg.upstream.auth not in ("relay", "passthrough"):
         raise ConfigError("upstream.auth", "expected relay or passthrough")
-    public = urlsplit(cfg.http.public_url)
-    if public.scheme not in ("http", "https") or not public.netloc or public.query or public.fragment:
-        raise ConfigError("http.public_url", f"expected http(s)://host[:port][/path], got {cfg.http.public_url!r}")
+    _check_public_url("http.public_url", cfg.http.public_url)
+    _check_public_url("admin.public_url", cfg.admin.public_url)
     parse_store_url(cfg.store.url)
     if cfg.tracking.default_mode not in ("always", "opt-in", "off"):
         raise ConfigError("tracking.default_mode", "expected always, opt-in or off")
@@ -353,6 +354,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("dkim", "set dkim.domain, dkim.selector and dkim.key_file together")
         if not Path(cfg.dkim.key_file).is_file():
             raise ConfigError("dkim.key_file", f"file not found: {cfg.dkim.key_file}")
+
+
+def _check_public_url(key: str, value: str) -> None:
+    public = urlsplit(value)
+    if public.scheme not in ("http", "https") or not public.netloc or public.query or public.fragment:
+        raise ConfigError(key, f"expected http(s)://host[:port][/path], got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,8 @@ trusted_proxies = []
 [admin]
 # panel and JSON API (keep it private)
 listen = "127.0.0.1:8081"
+# the panel's address as browsers see it; https://... makes its cookies Secure
+public_url = "http://127.0.0.1:8081"
 admins_see_all = false
 secret_key = "{secret}"
 
