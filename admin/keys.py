@@ -22,6 +22,8 @@ class AdminSettings:
     https: bool = False
     # http.trusted_proxies: their X-Forwarded-Proto (and X-Forwarded-For) are believed
     trusted_proxies: tuple[Network, ...] = ()
+    # admin.login_attempts_per_minute, per account and client address
+    login_attempts_per_minute: int = 10
 
 
 STORE = web.AppKey("store", Store)

@@ -32,6 +32,7 @@ from admin.sessions import (
     PANEL_USER,
     SESSION_COOKIE,
     SESSION_ID,
+    LoginThrottle,
     PanelState,
     csrf_ok,
     load_session,
@@ -74,7 +75,7 @@ def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> No
     """Register the panel on the admin app: templates, static files, middlewares, routes."""
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined, filters={"when": when, "rfc3339": rfc3339})
-    app[PANEL] = PanelState(clock=clock)
+    app[PANEL] = PanelState(clock=clock, throttle=LoginThrottle(app[SETTINGS].login_attempts_per_minute))
     app.middlewares.append(panel_pages)
     app.middlewares.append(load_session)
     app.router.add_get("/login", login_form)
@@ -184,7 +185,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     next_url = safe_next(_field(form, "next"))
     state, store = request.app[PANEL], request.app[STORE]
     ip = request_ip(request)
-    if not state.limiter.allow(f"ip:{ip}", f"email:{email.lower()}"):
+    if not state.throttle.attempt(email, ip):
         return _login_page(request, next_url=next_url, email=email, status=429,
                            error="Too many login attempts. Wait a minute and try again.")
     user = await store.user_by_email(email) if email and len(email) <= 320 else None

@@ -75,6 +75,8 @@ class AdminConfig:
     listen: str = "127.0.0.1:8081"
     # the panel's address as browsers see it; https:// makes its cookies Secure
     public_url: str = "http://127.0.0.1:8081"
+    # panel logins per account and client address a minute; ten times that per account (0: no limit)
+    login_attempts_per_minute: int = 10
     admins_see_all: bool = False
     secret_key: Secret = Secret("")
 

@@ -7,8 +7,9 @@ import asyncio
 import aiohttp
 import pytest
 
-from admin.sessions import forwarded_https
-from panel_helpers import client, cookie_attrs, get, login, start_panel, url
+from admin.sessions import LOGIN_ATTEMPTS, LoginThrottle, forwarded_https
+from conftest import PASSWORD, add_user
+from panel_helpers import ALICE, BOB, client, cookie_attrs, csrf_in, get, login, start_panel, url
 from relay.netaddr import parse_networks
 
 
@@ -84,3 +85,85 @@ async def test_x_forwarded_proto_is_believed_from_trusted_proxies_only(start_app
         resp = await login(s, app)
         assert resp.status == 303 and ("secure" in cookie_attrs(resp, "trackrelay_session")) is secure
         assert (await get(s, app, "/"))[0].status == 200
+
+
+# login throttling: per account and client address, looser per account
+
+def test_the_throttle_counts_all_or_nothing():
+    now = [0.0]
+    throttle = LoginThrottle(1, clock=lambda: now[0])  # 1 per account and address, 10 per account
+    assert throttle.attempt("Alice@example.com", "a")
+    assert not any(throttle.attempt("ALICE@example.com", "a") for _ in range(50))  # case does not matter
+    # the 50 refusals counted nothing against the account: 9 more addresses still get their try
+    assert all(throttle.attempt("alice@example.com", f"b{n}") for n in range(9))
+    assert not throttle.attempt("alice@example.com", "c") and throttle.attempt("bob@example.org", "c")
+    now[0] = 60
+    assert throttle.attempt("alice@example.com", "a")
+    unlimited = LoginThrottle(0)
+    assert all(unlimited.attempt("alice@example.com", "a") for _ in range(1000))
+
+
+async def login_form(s: aiohttp.ClientSession, app) -> str:
+    """Open the login form (its cookie goes into the jar); returns the form's token."""
+    _, page = await get(s, app, "/login")
+    return csrf_in(page)
+
+
+async def try_login(s: aiohttp.ClientSession, app, token: str, password: str, email: str = ALICE) -> int:
+    """One POST of the login form; 303 logged in, 200 refused, 429 throttled."""
+    data = {"csrf": token, "email": email, "password": password, "next": "/"}
+    async with s.post(url(app, "/login"), data=data, allow_redirects=False) as resp:
+        page = await resp.text()
+        assert resp.status != 200 or "Wrong email or password." in page
+        return resp.status
+
+
+async def test_a_guesser_locks_out_only_their_own_address(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    async with browser(app, "127.0.0.2") as attacker:
+        token = await login_form(attacker, app)
+        assert [await try_login(attacker, app, token, "guess") for _ in range(LOGIN_ATTEMPTS)] == [200] * 10
+        assert await try_login(attacker, app, token, PASSWORD) == 429  # even the right password waits
+        # refused attempts cost the account's own allowance nothing: hammering on changes nothing
+        for _ in range(10 * LOGIN_ATTEMPTS):
+            assert await try_login(attacker, app, token, "guess") == 429
+    async with browser(app, "127.0.0.3") as owner:
+        assert await try_login(owner, app, await login_form(owner, app), PASSWORD) == 303
+        assert (await get(owner, app, "/"))[0].status == 200
+
+
+async def test_a_distributed_guess_is_stopped_per_account(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path, admin_login_attempts_per_minute="2")
+    answers = []
+    for n in range(11):  # 11 addresses, each within its own limit: 22 guesses, the account allows 20
+        async with browser(app, f"127.0.1.{n + 1}") as s:
+            token = await login_form(s, app)
+            answers += [await try_login(s, app, token, "guess") for _ in range(2)]
+    assert answers == [200] * 20 + [429] * 2
+    async with browser(app, "127.0.2.1") as owner:
+        assert await try_login(owner, app, await login_form(owner, app), PASSWORD) == 429
+    async with browser(app, "127.0.2.1") as other:  # another account is not touched
+        await add_user(app, BOB)
+        assert await try_login(other, app, await login_form(other, app), PASSWORD, BOB) == 303
+
+
+async def test_parallel_guesses_beyond_the_limit_get_no_password_check(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    async with browser(app, "127.0.0.2") as s:
+        token = await login_form(s, app)
+        answers = await asyncio.gather(*(try_login(s, app, token, "guess") for _ in range(3 * LOGIN_ATTEMPTS)))
+        # counted as they arrive, before the (threaded, slow) argon2 check: only 10 were checked
+        assert sorted(answers) == [200] * LOGIN_ATTEMPTS + [429] * (2 * LOGIN_ATTEMPTS)
+        assert await try_login(s, app, token, PASSWORD) == 429
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path, http_trusted_proxies="127.0.0.1/32")
+    async with browser(app, headers={"X-Forwarded-For": "198.51.100.7"}) as attacker:
+        token = await login_form(attacker, app)
+        assert [await try_login(attacker, app, token, "guess") for _ in range(LOGIN_ATTEMPTS)] == [200] * 10
+        assert await try_login(attacker, app, token, PASSWORD) == 429
+    async with browser(app, headers={"X-Forwarded-For": "198.51.100.8"}) as owner:
+        assert await try_login(owner, app, await login_form(owner, app), PASSWORD) == 303
+    user = await app.store.user_by_email(ALICE)
+    assert "198.51.100.8" in await app.store.recent_sender_ips(user.id, 0)  # the owner's own hits are "self"

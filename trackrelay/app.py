@@ -173,7 +173,8 @@ class App:
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key,
                                  https=urlsplit(self.cfg.admin.public_url).scheme == "https",
-                                 trusted_proxies=parse_networks(self.cfg.http.trusted_proxies))
+                                 trusted_proxies=parse_networks(self.cfg.http.trusted_proxies),
+                                 login_attempts_per_minute=self.cfg.admin.login_attempts_per_minute)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
