@@ -6,10 +6,12 @@ import asyncio
 
 import aiohttp
 import pytest
+from yarl import URL
 
-from admin.sessions import LOGIN_ATTEMPTS, LoginThrottle, forwarded_https
+from admin.sessions import LOGIN_ATTEMPTS, LoginThrottle, forwarded_https, new_secret, session_hash
 from conftest import PASSWORD, add_user
-from panel_helpers import ALICE, BOB, client, cookie_attrs, csrf_in, get, login, start_panel, url
+from hits_helpers import db_rows
+from panel_helpers import ALICE, BOB, client, cookie_attrs, csrf_in, get, login, send_mail, start_panel, url
 from relay.netaddr import parse_networks
 
 
@@ -167,3 +169,71 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(start_
         assert await try_login(owner, app, await login_form(owner, app), PASSWORD) == 303
     user = await app.store.user_by_email(ALICE)
     assert "198.51.100.8" in await app.store.recent_sender_ips(user.id, 0)  # the owner's own hits are "self"
+
+
+# the attacks the review found held: session fixation, CSRF, open redirects, caching
+
+async def test_a_planted_session_cookie_never_becomes_a_login(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    await add_user(app, BOB)
+    async with client() as attacker:
+        planted = cookie_attrs(await login(attacker, app, BOB), "trackrelay_session")[""]
+    for cookie in (planted, new_secret()):  # the attacker's own live session, or an id never issued
+        async with browser(app) as victim:
+            token = await login_form(victim, app)
+            victim.cookie_jar.update_cookies({"trackrelay_session": cookie}, response_url=URL(url(app, "/")))
+            data = {"csrf": token, "email": ALICE, "password": PASSWORD, "next": "/"}
+            async with victim.post(url(app, "/login"), data=data, allow_redirects=False) as resp:
+                issued = cookie_attrs(resp, "trackrelay_session")[""]
+            assert resp.status == 303 and issued != cookie
+            resp, page = await get(victim, app, "/")
+            assert resp.status == 200 and ALICE in page
+        async with aiohttp.ClientSession(cookies={"trackrelay_session": cookie}) as replay:
+            async with replay.get(url(app, "/"), allow_redirects=False) as resp:
+                assert resp.status == 302  # the planted id logs nobody in, not even the victim
+    hashes = {row[0] for row in db_rows(tmp_path, "SELECT id_hash FROM panel_sessions")}
+    assert session_hash(planted) not in hashes and len(hashes) == 2
+
+
+async def test_a_form_token_works_only_for_the_session_it_was_made_for(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    async with client() as one, client() as other:
+        await login(one, app)
+        await login(other, app)
+        _, page = await get(other, app, "/")
+        async with one.post(url(app, "/logout"), data={"csrf": csrf_in(page)}, allow_redirects=False) as resp:
+            assert resp.status == 403
+        assert (await get(one, app, "/"))[0].status == 200
+
+
+HOSTILE_NEXT = ["//evil.example/", "/\\evil.example", "https://evil.example/", "/\r\nSet-Cookie: a=b",
+                "javascript:alert(1)", "/\t/evil.example", "\\\\evil.example"]
+
+
+async def test_after_login_next_never_leaves_the_site(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    async with client() as s:
+        for target in HOSTILE_NEXT[:3]:
+            s.cookie_jar.clear()
+            data = {"csrf": await login_form(s, app), "email": ALICE, "password": PASSWORD, "next": target}
+            async with s.post(url(app, "/login"), data=data, allow_redirects=False) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/", target
+        for target in HOSTILE_NEXT:  # logged in already: /login?next= redirects at once
+            async with s.get(url(app, "/login"), params={"next": target}, allow_redirects=False) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/", target
+                assert "Set-Cookie" not in resp.headers
+
+
+async def test_private_pages_are_never_cached(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    message_id = await send_mail(app)
+    [copy, *_] = await app.store.captured(message_id)
+    async with client() as s:
+        resp, _ = await get(s, app, "/login")  # it sets the form's token cookie
+        assert "no-store" in resp.headers["Cache-Control"]
+        resp = await login(s, app)
+        assert resp.status == 303 and "no-store" in resp.headers["Cache-Control"]
+        for path in ("/", "/?tracked=1", f"/messages/{message_id}", f"/messages/{message_id}/captured/{copy['id']}.txt",
+                     "/messages/999999"):
+            resp, _ = await get(s, app, path)
+            assert resp.status in (200, 404) and "no-store" in resp.headers["Cache-Control"], path
