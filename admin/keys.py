@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from relay.metrics import Metrics
+from relay.netaddr import Network
 from relay.store import Store
 from relay.records import User
 
@@ -17,6 +18,12 @@ class AdminSettings:
     default_mode: str = "opt-in"
     # admin.secret_key: keys the panel's CSRF tokens, so a token is worthless without the config
     secret_key: str = field(default="", repr=False)
+    # admin.public_url is https: browsers reach the panel over TLS (a proxy ends it), cookies are Secure
+    https: bool = False
+    # http.trusted_proxies: their X-Forwarded-Proto (and X-Forwarded-For) are believed
+    trusted_proxies: tuple[Network, ...] = ()
+    # admin.login_attempts_per_minute, per account and client address
+    login_attempts_per_minute: int = 10
 
 
 STORE = web.AppKey("store", Store)

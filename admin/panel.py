@@ -32,10 +32,12 @@ from admin.sessions import (
     PANEL_USER,
     SESSION_COOKIE,
     SESSION_ID,
+    LoginThrottle,
     PanelState,
     csrf_ok,
     load_session,
     new_secret,
+    over_tls,
     plausible,
     request_csrf,
     request_ip,
@@ -45,6 +47,7 @@ from admin.sessions import (
     set_session_cookie,
 )
 from relay.auth import verify_password_async
+from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.headers import header_block
 from relay.records import MessageReport
@@ -52,7 +55,6 @@ from relay.records import MessageReport
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 100
-EVENT_CLASSES = ("human", "proxy", "prefetch", "scanner", "self")
 # no inline script or style anywhere: the panel has neither, so injected markup cannot run
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -74,7 +76,7 @@ def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> No
     """Register the panel on the admin app: templates, static files, middlewares, routes."""
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined, filters={"when": when, "rfc3339": rfc3339})
-    app[PANEL] = PanelState(clock=clock)
+    app[PANEL] = PanelState(clock=clock, throttle=LoginThrottle(app[SETTINGS].login_attempts_per_minute))
     app.middlewares.append(panel_pages)
     app.middlewares.append(load_session)
     app.router.add_get("/login", login_form)
@@ -172,7 +174,7 @@ def _login_page(request: web.Request, *, next_url: str, error: str = "", email: 
         token = new_secret()
     response = aiohttp_jinja2.render_template("login.html", request, page_context(
         request, title="Log in", login_csrf=token, error=error, email=email, next_url=next_url), status=status)
-    set_login_cookie(response, token, secure=request.secure)
+    set_login_cookie(response, token, secure=over_tls(request))
     return response
 
 
@@ -184,7 +186,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     next_url = safe_next(_field(form, "next"))
     state, store = request.app[PANEL], request.app[STORE]
     ip = request_ip(request)
-    if not state.limiter.allow(f"ip:{ip}", f"email:{email.lower()}"):
+    if not state.throttle.attempt(email, ip):
         return _login_page(request, next_url=next_url, email=email, status=429,
                            error="Too many login attempts. Wait a minute and try again.")
     user = await store.user_by_email(email) if email and len(email) <= 320 else None
@@ -202,7 +204,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         state.should_note_ip(user.id, ip, now)
         await store.note_sender_ip(user.id, ip, now)
     response = _redirect(next_url)
-    set_session_cookie(response, session_id, secure=request.secure)
+    set_session_cookie(response, session_id, secure=over_tls(request))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     return response
 
@@ -255,7 +257,7 @@ async def message_detail(request: web.Request) -> dict[str, Any]:
     report = await _report(request)
     captures = [capture_summary(c) for c in await request.app[STORE].captured(report.id)]
     return page_context(request, title=report.subject or "(no subject)", m=report, captures=captures,
-                        event_classes=EVENT_CLASSES)
+                        event_classes=CLASSES)
 
 
 @login_required

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from admin.keys import SETTINGS, STORE
 from relay.limits import RateLimiter
-from relay.netaddr import client_ip
+from relay.netaddr import Network, client_ip, parse_ip
 from relay.records import User
 
 SESSION_COOKIE = "trackrelay_session"
@@ -40,8 +40,11 @@ TOUCH_EVERY = 60.0
 # the panel user's IP is noted as a sender IP ("self" hits) at most this often per user and IP;
 # the classifier looks 30 days back, so an hour of lag changes nothing
 NOTE_IP_EVERY = 3600.0
-LOGIN_ATTEMPTS = 10
+LOGIN_ATTEMPTS = 10  # per account and client address a minute (admin.login_attempts_per_minute)
 LOGIN_WINDOW = 60.0
+# per account from all addresses together, and per address over all accounts: loose enough
+# that a guesser at one address does not lock the owner out, tight enough to stop a botnet
+WIDE_LIMIT_FACTOR = 10
 
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -97,12 +100,38 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+class LoginThrottle:
+    """Login attempts per (account, client address), per account and per address.
+
+    An attempt is counted as it arrives, before its password is checked (argon2 runs in a
+    thread, so parallel attempts would all be checked if only failures counted), and only
+    when every limit has room: a guesser refused at one address spends nothing of the
+    account's wider allowance.
+    """
+
+    def __init__(self, per_minute: int = LOGIN_ATTEMPTS, *, clock: Callable[[], float] = time.monotonic) -> None:
+        wide = per_minute * WIDE_LIMIT_FACTOR
+        self.per_client = RateLimiter(per_minute, LOGIN_WINDOW, max_keys=100000, clock=clock)
+        self.per_account = RateLimiter(wide, LOGIN_WINDOW, max_keys=100000, clock=clock)
+        self.per_address = RateLimiter(wide, LOGIN_WINDOW, max_keys=100000, clock=clock)
+
+    def attempt(self, account: str, ip: str) -> bool:
+        """Count one attempt, or refuse it (False) without counting when a limit is reached."""
+        account = account.lower()[:320]  # no address is longer; keeps a flood of huge keys small
+        checks = ((self.per_client, (account, ip)), (self.per_account, account), (self.per_address, ip))
+        if any(limiter.blocked(key) for limiter, key in checks):
+            return False
+        for limiter, key in checks:
+            limiter.add(key)
+        return True
+
+
 # per-process panel state
 
 @dataclass
 class PanelState:
     clock: Callable[[], float] = time.time
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(LOGIN_ATTEMPTS, LOGIN_WINDOW))
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     noted: OrderedDict[tuple[int, str], float] = field(default_factory=OrderedDict)
 
     def should_note_ip(self, user_id: int, ip: str, now: float, *, max_keys: int = 10000) -> bool:
@@ -130,10 +159,27 @@ def set_login_cookie(response: web.StreamResponse, token: str, *, secure: bool) 
     response.set_cookie(LOGIN_COOKIE, token, path="/login", httponly=True, samesite="Strict", secure=secure)
 
 
+def forwarded_https(peer: str, forwarded_proto: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Whether a trusted proxy says the browser came over https. The first entry is the
+    client-facing hop's; from anyone not in `trusted` the header is the client's own say-so."""
+    addr = parse_ip(peer)
+    if forwarded_proto is None or addr is None or not any(addr in net for net in trusted):
+        return False
+    return forwarded_proto.split(",")[0].strip().lower() == "https"
+
+
+def over_tls(request: web.Request) -> bool:
+    """Whether the browser reached the panel over TLS, so its cookies must be Secure."""
+    settings = request.config_dict[SETTINGS]
+    return settings.https or request.secure or forwarded_https(
+        request.remote or "", request.headers.get("X-Forwarded-Proto"), settings.trusted_proxies)
+
+
 def request_ip(request: web.Request) -> str:
-    # The admin listener trusts no proxy headers: behind a reverse proxy this is the proxy.
-    # client_ip canonicalises it as the SMTP side and the classifier do (::ffff:a.b.c.d -> a.b.c.d).
-    return client_ip(request.remote or "", (), ())
+    # X-Forwarded-For counts only from http.trusted_proxies, as on the hits server; client_ip
+    # canonicalises as the SMTP side and the classifier do (::ffff:a.b.c.d -> a.b.c.d).
+    return client_ip(request.remote or "", request.headers.getall("X-Forwarded-For", ()),
+                     request.config_dict[SETTINGS].trusted_proxies)
 
 
 def request_csrf(request: web.Request) -> str:

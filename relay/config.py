@@ -83,6 +83,10 @@ class HttpConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: str = setting("127.0.0.1:8081", "panel and JSON API (keep it private)")
+    public_url: str = setting("http://127.0.0.1:8081",
+                              "the panel's address as browsers see it; https:// makes its cookies Secure")
+    login_attempts_per_minute: int = setting(
+        10, "panel logins per account and client address a minute; ten times that per account (0: no limit)")
     admins_see_all: bool = setting(False, "admins see every user's mail, not only their own")
     secret_key: Secret = setting(Secret(""), "signs the panel's sessions and CSRF tokens", fresh_secret=True)
 
@@ -357,9 +361,8 @@ def _validate(cfg: Config) -> None:
     parse_upstream_url(cfg.upstream.url)
     if cfg.upstream.auth not in ("relay", "passthrough"):
         raise ConfigError("upstream.auth", "expected relay or passthrough")
-    public = urlsplit(cfg.http.public_url)
-    if public.scheme not in ("http", "https") or not public.netloc or public.query or public.fragment:
-        raise ConfigError("http.public_url", f"expected http(s)://host[:port][/path], got {cfg.http.public_url!r}")
+    _check_public_url("http.public_url", cfg.http.public_url)
+    _check_public_url("admin.public_url", cfg.admin.public_url)
     parse_store_url(cfg.store.url)
     if cfg.tracking.default_mode not in ("always", "opt-in", "off"):
         raise ConfigError("tracking.default_mode", "expected always, opt-in or off")
@@ -389,6 +392,12 @@ def _check_dkim_key(dkim: DkimConfig) -> None:
         check_key(domain=dkim.domain, selector=dkim.selector, private_key=pem)
     except DkimError as e:
         raise ConfigError("dkim.key_file", f"cannot sign with it: {e}") from None
+
+
+def _check_public_url(key: str, value: str) -> None:
+    public = urlsplit(value)
+    if public.scheme not in ("http", "https") or not public.netloc or public.query or public.fragment:
+        raise ConfigError(key, f"expected http(s)://host[:port][/path], got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
+from aiohttp.http import StreamWriter
+from multidict import CIMultiDict
 
 # room for a burst of new connections (aiohttp's default backlog is 128)
 BACKLOG = 1024
@@ -14,7 +16,25 @@ async def start_runner(app: web.Application, shutdown_timeout: float = 5.0) -> w
     # no access log: one log line per request would cost more than answering it
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    runner.server.request_factory = _without_server_header(runner.server.request_factory)
     return runner
+
+
+def _without_server_header(make_request: Callable[..., web.BaseRequest]) -> Callable[..., web.BaseRequest]:
+    """aiohttp names itself and its version in a Server header on every answer, and there is
+    no setting for it; the hook of a writer of our own drops it as the headers go out. Made
+    here, per request, it also covers the answers to requests the parser refused, which
+    reach no route, middleware or signal."""
+
+    def make(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        writer = StreamWriter(protocol, asyncio.get_running_loop(), on_headers_sent=_drop_server)
+        return make_request(message, payload, protocol, writer, task)
+
+    return make
+
+
+async def _drop_server(headers: CIMultiDict[str]) -> None:
+    headers.popall("Server", None)
 
 
 async def listen(protocol: Callable[[], asyncio.BaseProtocol], host: str, port: int, *,

@@ -27,7 +27,7 @@ def test_defaults_match_the_design():
     assert cfg.delivery.retry_intervals == (60, 300, 900, 3600, 14400) and cfg.delivery.max_age == 5 * 86400
     assert cfg.notify.retry_intervals[0] == 10 and cfg.privacy.anonymize_ip is True
     assert cfg.privacy.retention_days == 365 and cfg.tracking.machine_window == 10
-    assert cfg.tracking.rewrite_timeout == 5
+    assert cfg.tracking.rewrite_timeout == 5 and cfg.admin.public_url == "http://127.0.0.1:8081"
     assert config.load(None, {"TRACKRELAY_TRACKING_REWRITE_TIMEOUT": "250ms"}).tracking.rewrite_timeout == 0.25
 
 
@@ -56,6 +56,7 @@ def test_file_then_environment(tmp_path):
     ('[privacy]\nanonymize_ip = "yes"', "privacy.anonymize_ip"),
     ('[tracking]\nrewrite_timeout = "0s"', "tracking.rewrite_timeout"),
     ('[tracking]\nrewrite_timeout = "soon"', "tracking.rewrite_timeout"),
+    ('[admin]\npublic_url = "panel.example.com"', "admin.public_url"),
     ('[smtp\nlisten=', "t.toml"),
 ])
 def test_bad_values_name_their_key(tmp_path, toml, key):

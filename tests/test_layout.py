@@ -37,3 +37,20 @@ def test_pure_modules_import_no_io_layer(module: str) -> None:
     names = imported(ROOT / "relay" / f"{module}.py")
     io_layers = {n for n in names if n.startswith(("relay.store", "asyncio", "sqlite3", "aiohttp", "aiosmtp"))}
     assert not io_layers
+
+
+def test_the_event_classes_are_spelled_in_one_place() -> None:
+    """relay/classify.py's CLASSES is the list; a copy elsewhere drifts the day a class is added."""
+    from relay.classify import CLASSES
+
+    copies = []
+    for package in ("relay", "admin", "trackrelay"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "relay" / "classify.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                    names = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                    if set(CLASSES) <= names:
+                        copies.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not copies

@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 from admin import make_admin_app
 from admin.keys import AdminSettings
@@ -171,7 +172,10 @@ class App:
                               results=lambda: self.delivery.counts if self.delivery else {})
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
-                                 secret_key=self.cfg.admin.secret_key)
+                                 secret_key=self.cfg.admin.secret_key,
+                                 https=urlsplit(self.cfg.admin.public_url).scheme == "https",
+                                 trusted_proxies=parse_networks(self.cfg.http.trusted_proxies),
+                                 login_attempts_per_minute=self.cfg.admin.login_attempts_per_minute)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
