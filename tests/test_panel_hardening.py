@@ -3,6 +3,10 @@ behind TLS, its login throttle. Real relay on port 0, real aiohttp clients."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -237,3 +241,20 @@ async def test_private_pages_are_never_cached(start_app, tmp_path):
                      "/messages/999999"):
             resp, _ = await get(s, app, path)
             assert resp.status in (200, 404) and "no-store" in resp.headers["Cache-Control"], path
+
+
+async def test_a_new_password_ends_the_users_panel_sessions(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    async with client() as s:
+        await login(s, app)
+        assert (await get(s, app, "/"))[0].status == 200
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+        env["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/relay.db"
+        changed = await asyncio.to_thread(
+            subprocess.run, [str(Path(sys.executable).parent / "trackrelay"), "user", "passwd", ALICE,
+                             "--password-stdin"], env=env,
+            input="a new long password\n", capture_output=True, text=True, timeout=60)
+        assert changed.returncode == 0, changed.stderr
+        resp, _ = await get(s, app, "/")  # whoever held the old password holds no session now
+        assert resp.status == 302 and resp.headers["Location"].startswith("/login")
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM panel_sessions") == [(0,)]

@@ -114,11 +114,16 @@ class SqliteStore(ReportsMixin, TransferMixin):
         )
 
     async def set_password(self, email: str, password_hash: str) -> bool:
-        return await self._runner.write(
-            lambda c: c.execute(
+        """A new password also ends the user's panel sessions: whoever knew the old one is out."""
+        def change(c: sqlite3.Connection) -> bool:
+            changed = c.execute(
                 "UPDATE users SET password_hash = ? WHERE email = ?", (password_hash, email.lower())
             ).rowcount == 1
-        )
+            c.execute("DELETE FROM panel_sessions WHERE user_id IN (SELECT id FROM users WHERE email = ?)",
+                      (email.lower(),))
+            return changed
+
+        return await self._runner.write(change)
 
     async def delete_user(self, email: str) -> bool:
         return await self._runner.write(
