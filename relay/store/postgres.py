@@ -166,8 +166,13 @@ class PostgresStore(PgReportsMixin, PgTransferMixin):
         return [_user(r) for r in await self._fetch("SELECT * FROM users ORDER BY email")]
 
     async def set_password(self, email: str, password_hash: str) -> bool:
-        return _count(await self._execute("UPDATE users SET password_hash = $1 WHERE email = $2",
-                                          password_hash, email.lower())) == 1
+        """A new password also ends the user's panel sessions: whoever knew the old one is out."""
+        async with self._conn(transaction=True) as c:
+            changed = _count(await c.execute("UPDATE users SET password_hash = $1 WHERE email = $2",
+                                             password_hash, email.lower())) == 1
+            await c.execute("DELETE FROM panel_sessions WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
+                            email.lower())
+        return changed
 
     async def delete_user(self, email: str) -> bool:
         return _count(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1

@@ -60,3 +60,13 @@ async def test_panel_sessions(store):
     assert await store.panel_session("s2") is None
     await store.delete_panel_session("s1")
     assert await store.panel_session("s1") is None
+
+
+async def test_a_new_password_ends_the_users_panel_sessions(store):
+    alice = await store.add_user("alice@example.com", "h")
+    bob = await store.add_user("bob@example.com", "h")
+    await store.add_panel_session("a1", alice.id, 100.0, "192.0.2.1")
+    await store.add_panel_session("b1", bob.id, 100.0, "192.0.2.2")
+    assert await store.set_password("Alice@Example.com", "new-hash")
+    assert await store.panel_session("a1") is None and await store.panel_session("b1") is not None
+    assert (await store.user_by_email("alice@example.com")).password_hash == "new-hash"
