@@ -65,7 +65,7 @@ REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "
 @dataclass(frozen=True)
 class HttpLimits:
     max_url: int = 8192  # bytes of the request target
-    max_headers: int = 16384  # bytes of the header block
+    max_headers: int = 16384  # bytes of a request head: request line and header fields
     max_body: int = 65536  # a GET may carry one; it is read and dropped
     request_timeout: float = 15.0  # from a request's first byte to its last
     idle_timeout: float = 60.0  # a kept-alive connection with nothing to do
@@ -271,9 +271,11 @@ class HitsConnection(asyncio.Protocol):
         self.remote = ""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
         self._body_bytes = 0
         self._started: float | None = None  # the monotonic time the current request began
+        self._in_head = False  # the current request's header block has not ended yet
+        # bytes of the unfinished request so far (at most); None while the piece it began in is fed
+        self._request_bytes: int | None = None
         self._last_active = time.monotonic()
         self._queue: deque[bytes | asyncio.Task] = deque()
         self._closing = False  # close once the queue is written
@@ -308,7 +310,7 @@ class HitsConnection(asyncio.Protocol):
             return
         self._last_active = time.monotonic()
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
             self._closing = True  # answered as a plain request; no protocol switch here
         except httptools.HttpParserCallbackError as e:
@@ -319,6 +321,41 @@ class HitsConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(400)
         self._flush()
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the parser no more at once than the unfinished request may still have.
+
+        httptools keeps the pieces of a header until its line ends and only then hands it
+        over: counted there, a header value sent in endless chunks grew without bound (at a
+        cost quadratic in its length). So the bytes are counted here, as they arrive."""
+        view, start = memoryview(data), 0
+        while start < len(data) and not self._closing:
+            end = min(len(data), start + self._room())
+            self.parser.feed_data(view[start:end])
+            if self._started is not None:
+                self._count(data, start, end)
+            start = end
+
+    def _room(self) -> int:
+        if self._started is None:
+            return self.limits.max_headers
+        return self._request_limit() - self._request_bytes  # type: ignore[operator]
+
+    def _request_limit(self) -> int:
+        # past its head, a request's body, chunk framing and trailers are bounded together
+        return self.limits.max_headers + (0 if self._in_head else self.limits.max_body)
+
+    def _count(self, data: bytes, start: int, end: int) -> None:
+        """After a piece that left a request unfinished: its bytes so far, at most. All of the
+        piece if the request began earlier, else what follows the piece's last blank line
+        (an unfinished head has none; before it came the end of the previous request)."""
+        if self._request_bytes is None:
+            blank = data.rfind(b"\r\n\r\n", start, end)
+            self._request_bytes = end - (blank + 4 if blank >= 0 else start)
+        else:
+            self._request_bytes += end - start
+        if self._request_bytes >= self._request_limit():
+            self._refuse(431 if self._in_head else 413)
 
     def eof_received(self) -> bool:
         # the client sent all it will: answer what it asked, then close
@@ -339,19 +376,20 @@ class HitsConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._header_bytes, self._body_bytes = b"", [], 0, 0
+        self._url, self._headers, self._body_bytes, self._request_bytes = b"", [], 0, None
+        self._in_head = True
         self._started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_url:
+        if len(self._url) + len(url) > self.limits.max_url:
             raise _Refused(414)
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_headers:
-            raise _Refused(431)
-        self._headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))  # their size is bounded by _feed
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -90,6 +91,50 @@ async def test_malformed_and_oversized_requests_are_refused_and_closed(
     assert statuses(answer) == [status]
     assert b"Connection: close" in answer
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+async def stream_until_answered(port: int, head: bytes, filler: bytes, most: int) -> tuple[int, bytes]:
+    """Send head, then filler again and again (up to `most` bytes) until the server answers and
+    closes: (bytes of filler sent by then, the answer, empty if all was taken without one).
+    Small socket buffers keep what is in flight small, so the count is near what the server read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    answer = asyncio.ensure_future(reader.read())  # everything until the server closes
+    sent = 0
+    try:
+        try:
+            writer.write(head)
+            while not answer.done() and sent < most:
+                writer.write(filler)
+                sent += len(filler)
+                await writer.drain()
+                await asyncio.sleep(0)  # let the reader see an answer that came in
+        except ConnectionError:
+            pass  # the server closed while we wrote: its answer is what counts
+        if sent >= most and not answer.done():
+            return sent, b""
+        return sent, await asyncio.wait_for(answer, 5)
+    finally:
+        answer.cancel()
+        writer.transport.abort()
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /o/x.gif HTTP/1.1\r\nHost: a\r\nX-Big: ", 431),  # one header value that never ends
+    (b"GET /o/", 414),  # a request target that never ends
+])
+async def test_an_endless_header_or_target_is_refused_as_soon_as_it_passes_the_limit(
+        relay: tuple, head: bytes, status: int) -> None:
+    app, _ = relay
+    listener = app.servers["hits"].sockets[0]
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # accepted sockets inherit it
+    most = 4 << 20
+    sent, answer = await stream_until_answered(app.port("hits"), head, b"a" * 4096, most)
+    # refused at 16 KB of head: what was sent beyond that is only what the socket buffers held
+    # (httptools grows a header value chunk by chunk; counted only when its line ends, it was
+    # answered, with quadratic work, only after the whole value)
+    assert sent < 256 * 1024, sent
+    assert statuses(answer) == [status]
 
 
 async def test_a_small_body_on_a_get_is_read_and_ignored(relay: tuple) -> None:
