@@ -67,7 +67,7 @@ class HttpLimits:
     max_url: int = 8192  # bytes of the request target
     max_headers: int = 16384  # bytes of a request head: request line and header fields
     max_body: int = 65536  # a GET may carry one; it is read and dropped
-    request_timeout: float = 15.0  # from a request's first byte to its last
+    request_timeout: float = 15.0  # from a request's first byte to its last; from accept to a first request
     idle_timeout: float = 60.0  # a kept-alive connection with nothing to do
     max_queued: int = 32  # pipelined answers waiting on one connection before it stops reading
 
@@ -276,7 +276,8 @@ class HitsConnection(asyncio.Protocol):
         self._in_head = False  # the current request's header block has not ended yet
         # bytes of the unfinished request so far (at most); None while the piece it began in is fed
         self._request_bytes: int | None = None
-        self._last_active = time.monotonic()
+        self._last_active = self._opened = time.monotonic()
+        self._asked = False  # a request has begun on this connection
         self._queue: deque[bytes | asyncio.Task] = deque()
         self._closing = False  # close once the queue is written
         self._eof_sent: float | None = None
@@ -377,7 +378,7 @@ class HitsConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body_bytes, self._request_bytes = b"", [], 0, None
-        self._in_head = True
+        self._in_head = self._asked = True
         self._started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
@@ -478,7 +479,10 @@ class HitsConnection(asyncio.Protocol):
         if self._started is not None and now - self._started > self.limits.request_timeout:
             self._refuse(408)
             self._flush()
-        elif self._started is None and not self._queue and now - self._last_active > self.limits.idle_timeout:
+        elif self._started is None and not self._queue and (
+                now - self._last_active > self.limits.idle_timeout
+                # connected but silent: idle connections must not pile up for a whole idle_timeout
+                or not self._asked and now - self._opened > self.limits.request_timeout):
             self.abort()
 
     def finish(self) -> None:

@@ -178,6 +178,37 @@ async def test_a_request_sent_too_slowly_gets_408_and_an_idle_connection_is_clos
         await server.close()
 
 
+async def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout(relay: tuple) -> None:
+    app, copy = relay
+    server, listener, port = await slow_server(app, request_timeout=0.3)  # idle_timeout stays 60 s
+    try:
+        # a connection that asked something keeps the idle timeout
+        asked_reader, asked_writer = await asyncio.open_connection("127.0.0.1", port)
+        asked_writer.write(get(path_of(copy.pixel)))
+        assert statuses(await asyncio.wait_for(asked_reader.readuntil(GIF), 5)) == [200]
+        # one that sends nothing is closed without a word
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        # the check that closed it found the first one asked: still open
+        assert [c for c in server.connections if not c.transport.is_closing()] != []
+        assert not asked_reader.at_eof()
+        asked_writer.close()
+        # line breaks before a request are no request: they do not keep a connection open
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        closed = asyncio.ensure_future(reader.read())
+        give_up = asyncio.get_running_loop().time() + 5
+        while not closed.done() and asyncio.get_running_loop().time() < give_up:
+            writer.write(b"\r\n")
+            await asyncio.wait([closed], timeout=0.05)
+        # closed with our line breaks unread: a reset, or an end if they had all been read
+        assert closed.done() and (isinstance(closed.exception(), ConnectionResetError) or closed.result() == b"")
+        writer.close()
+    finally:
+        listener.close()
+        await server.close()
+
+
 async def test_close_answers_what_was_asked_then_closes_every_connection(relay: tuple) -> None:
     app, copy = relay
     server, listener, port = await slow_server(app)
