@@ -68,6 +68,10 @@ class HttpConfig:
     public_url: str = "http://127.0.0.1:8080"
     trusted_proxies: tuple[str, ...] = ()
     hit_queue_size: int = 100000
+    # open connections per hits process, and per client address (the TCP peer; addresses in
+    # trusted_proxies are not capped); over either a new connection is closed at once (0: no cap)
+    max_connections: int = 10000
+    max_connections_per_ip: int = 256
 
 
 @dataclass(frozen=True)

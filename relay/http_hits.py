@@ -8,8 +8,9 @@ a few microseconds of Python each. The pixel never waits for the store; a click
 waits only for a cold look-up of its URL, and answers stay in request order.
 
 It faces the internet, so everything is bounded: request line, header block and body
-sizes, the time to send a request, the idle time of a kept-alive connection, and the
-answers queued on one connection (pipelining) before its reading pauses.
+sizes, the time to send a request, the idle time of a kept-alive connection, the
+answers queued on one connection (pipelining) before its reading pauses, and the open
+connections, in all and per client address.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import httptools
 
 from relay.errors import StoreUnavailable
 from relay.hit_tracker import UNKNOWN, HitTracker, RawHit
-from relay.netaddr import Network, client_ip
+from relay.metrics import Metrics
+from relay.netaddr import Network, client_ip, parse_ip
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ class HttpLimits:
     request_timeout: float = 15.0  # from a request's first byte to its last; from accept to a first request
     idle_timeout: float = 60.0  # a kept-alive connection with nothing to do
     max_queued: int = 32  # pipelined answers waiting on one connection before it stops reading
+    # open connections; over either cap a new one is closed at once (0: no cap). Per address means
+    # the TCP peer's (all that is known at accept), and a trusted proxy's is not capped: its
+    # connections carry many clients
+    max_connections: int = 10000
+    max_connections_per_ip: int = 256
 
 
 LINGER = 2.0  # seconds a closing connection's leftover input is still read and dropped
@@ -138,12 +145,18 @@ class HitsServer:
     """The routes, and the open connections (closed gracefully by close())."""
 
     def __init__(self, tracker: HitTracker, trusted_proxies: Sequence[Network] = (),
-                 limits: HttpLimits = HttpLimits()) -> None:
+                 limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None) -> None:
         self.tracker = tracker
         self.trusted = tuple(trusted_proxies)
         self.limits = limits
         self.connections: set[HitsConnection] = set()
+        self._per_address: dict[str, int] = {}  # open connections by peer address
         self._sweeper: asyncio.Task | None = None
+        metrics = metrics or Metrics()
+        self.refused = metrics.counter("trackrelay_http_connections_refused_total",
+                                       "Connections to the hits server closed at once, over a cap", ("reason",))
+        metrics.collector("trackrelay_http_connections_open", "Open connections to the hits server",
+                          lambda: {(): len(self.connections)})
 
     def protocol(self) -> HitsConnection:
         if self._sweeper is None:
@@ -239,6 +252,31 @@ class HitsServer:
 
     # connections
 
+    def admit(self, conn: HitsConnection) -> bool:
+        """Take a new connection in, or count why not: over the process's cap or its address's."""
+        if self.limits.max_connections and len(self.connections) >= self.limits.max_connections:
+            self.refused.inc("max_connections")
+            return False
+        count = self._per_address.get(conn.remote, 0)
+        if self.limits.max_connections_per_ip and count >= self.limits.max_connections_per_ip \
+                and not self._is_proxy(conn.remote):
+            self.refused.inc("max_connections_per_ip")
+            return False
+        self._per_address[conn.remote] = count + 1
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: HitsConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            count = self._per_address.pop(conn.remote) - 1
+            if count:
+                self._per_address[conn.remote] = count
+
+    def _is_proxy(self, address: str) -> bool:
+        ip = parse_ip(address)
+        return ip is not None and any(ip in net for net in self.trusted)
+
     async def _sweep(self) -> None:
         """Close connections that are too slow to send a request, or idle too long."""
         while True:
@@ -292,10 +330,12 @@ class HitsConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
-        self.server.connections.add(self)
+        if not self.server.admit(self):
+            self._closing = True
+            transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.release(self)
         self._drop_queue()
         self._closing = True
 

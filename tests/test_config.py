@@ -23,6 +23,7 @@ def test_defaults_match_the_design():
     assert cfg.delivery.retry_intervals == (60, 300, 900, 3600, 14400) and cfg.delivery.max_age == 5 * 86400
     assert cfg.notify.retry_intervals[0] == 10 and cfg.privacy.anonymize_ip is True
     assert cfg.privacy.retention_days == 365 and cfg.tracking.machine_window == 10
+    assert cfg.http.max_connections == 10000 and cfg.http.max_connections_per_ip == 256
 
 
 def test_file_then_environment(tmp_path):
@@ -47,6 +48,7 @@ def test_file_then_environment(tmp_path):
     ('[smtp]\nmax_message_size = "big"', "smtp.max_message_size"),
     ('[smtp]\ntrusted_networks = ["10.0.0.0/33"]', "smtp.trusted_networks"),
     ('[privacy]\nanonymize_ip = "yes"', "privacy.anonymize_ip"),
+    ('[http]\nmax_connections_per_ip = -1', "http.max_connections_per_ip"),
     ('[smtp\nlisten=', "t.toml"),
 ])
 def test_bad_values_name_their_key(tmp_path, toml, key):

@@ -7,9 +7,10 @@ import re
 import socket
 from typing import Any
 
+import aiohttp
 import pytest
 
-from hits_helpers import READER_IP, db_rows, deliver_tracked, events, start_relay
+from hits_helpers import READER_IP, db_rows, deliver_tracked, events, start_relay, wait_until
 from relay.http_hits import GIF, HitsServer, HttpLimits
 
 
@@ -244,3 +245,75 @@ async def test_a_client_that_does_not_read_stops_being_read(relay: tuple) -> Non
     finally:
         listener.close()
         await server.close()
+
+
+# connection caps: new connections over them are closed at once and counted in /metrics
+
+async def served(port: int, source: str = "127.0.0.1") -> asyncio.StreamWriter:
+    """A kept-alive connection from `source` that the server took in: it answered on it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(get("/healthz"))
+    await asyncio.wait_for(reader.readuntil(b"ok\n"), 5)
+    return writer
+
+
+async def refused(port: int, source: str = "127.0.0.1") -> bool:
+    """Whether a new connection from `source` is closed without an answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(get("/healthz", close=True))
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    return answer == b""
+
+
+async def metric(app: Any, sample: str) -> float:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{app.port('admin')}/metrics") as resp:
+            text = await resp.text()
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.rsplit(" ", 1)[0] == sample]
+    return float(values[0]) if values else 0.0
+
+
+async def test_connections_over_the_process_cap_are_closed_at_once(sink: Any, start_app: Any, tmp_path: Any) -> None:
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections="2")
+    port = app.port("hits")
+    held = [await served(port), await served(port, "127.0.0.2")]
+    assert await refused(port, "127.0.0.3")
+    assert await metric(app, 'trackrelay_http_connections_refused_total{reason="max_connections"}') == 1
+    assert await metric(app, "trackrelay_http_connections_open") == 2
+    held.pop().close()
+
+    async def one_open() -> bool:
+        return await metric(app, "trackrelay_http_connections_open") == 1
+
+    await wait_until(one_open)
+    held.append(await served(port, "127.0.0.3"))  # room again
+    for writer in held:
+        writer.close()
+
+
+async def test_connections_over_the_per_address_cap_are_closed_at_once(
+        sink: Any, start_app: Any, tmp_path: Any) -> None:
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections_per_ip="2", http_trusted_proxies="")
+    port = app.port("hits")
+    held = [await served(port), await served(port)]
+    assert await refused(port)
+    held.append(await served(port, "127.0.0.2"))  # another address has a count of its own
+    assert await metric(app, 'trackrelay_http_connections_refused_total{reason="max_connections_per_ip"}') == 1
+    for writer in held:
+        writer.close()
+
+
+async def test_a_trusted_proxy_is_not_capped_per_address(sink: Any, start_app: Any, tmp_path: Any) -> None:
+    # the address known at accept is the TCP peer's: behind a proxy, every client shares it
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections_per_ip="2",
+                            http_trusted_proxies="127.0.0.1/32")
+    port = app.port("hits")
+    held = [await served(port) for _ in range(3)]
+    held += [await served(port, "127.0.0.2") for _ in range(2)]
+    assert await refused(port, "127.0.0.2")  # any other address is capped
+    for writer in held:
+        writer.close()

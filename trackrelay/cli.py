@@ -291,6 +291,10 @@ listen = "127.0.0.1:8080"
 public_url = "http://127.0.0.1:8080"
 # CIDRs of reverse proxies whose X-Forwarded-For is believed
 trusted_proxies = []
+# open connections per process, and per client address (the TCP peer; trusted proxies are
+# not capped); a new connection beyond either is closed at once (0: no cap)
+max_connections = 10000
+max_connections_per_ip = 256
 
 [admin]
 # panel and JSON API (keep it private)
