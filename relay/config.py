@@ -58,7 +58,8 @@ class SmtpConfig:
     auth_failures_per_5_minutes: int = setting(
         10, "failed logins per client address in 5 minutes before AUTH is refused (0: no limit)")
     from_check: str = setting(
-        "reject", 'header From must be the user\'s own, as sender_check decides ("reject"), or "off" (shared mailboxes)')
+        "reject",
+        'header From must be the user\'s own, as sender_check decides ("reject"), or "off" (shared mailboxes)')
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class HttpConfig:
     public_url: str = setting("http://127.0.0.1:8080", "base URL of the hits server written into mail")
     trusted_proxies: tuple[str, ...] = setting((), "CIDRs of reverse proxies whose X-Forwarded-For is believed")
     hit_queue_size: int = setting(100000, "hits waiting for the store before more are dropped (and counted)")
+    max_connections: int = setting(
+        10000, "open connections per hits process; a new one beyond is closed at once (0: no cap)")
+    max_connections_per_ip: int = setting(
+        256, "the same per client address (the TCP peer; trusted_proxies are not capped) (0: no cap)")
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,8 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = setting("sqlite:///var/trackrelay.db", "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user:pw@host/db")
+    url: str = setting("sqlite:///var/trackrelay.db",
+                       "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user:pw@host/db")
 
 
 @dataclass(frozen=True)

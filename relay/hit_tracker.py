@@ -127,6 +127,11 @@ class HitTracker:
                                        ("kind",))
         self.dropped = recorder.dropped
 
+    @property
+    def parked(self) -> int:
+        """Hits waiting for their token's look-ups before they are classified and queued."""
+        return self._parked
+
     # token -> copy
 
     async def target(self, token: str) -> CopyTarget | None:

@@ -8,8 +8,9 @@ a few microseconds of Python each. The pixel never waits for the store; a click
 waits only for a cold look-up of its URL, and answers stay in request order.
 
 It faces the internet, so everything is bounded: request line, header block and body
-sizes, the time to send a request, the idle time of a kept-alive connection, and the
-answers queued on one connection (pipelining) before its reading pauses.
+sizes, the time to send a request, the idle time of a kept-alive connection, the
+answers queued on one connection (pipelining) before its reading pauses, and the open
+connections, in all and per client address.
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from urllib.parse import quote, unquote
 import httptools
 
 from relay.errors import StoreUnavailable
+from relay.headers import header_text
 from relay.hit_tracker import UNKNOWN, HitTracker, RawHit
-from relay.netaddr import Network, client_ip
+from relay.metrics import Metrics
+from relay.netaddr import Network, client_ip, parse_ip
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +68,16 @@ REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "
 @dataclass(frozen=True)
 class HttpLimits:
     max_url: int = 8192  # bytes of the request target
-    max_headers: int = 16384  # bytes of the header block
+    max_headers: int = 16384  # bytes of a request head: request line and header fields
     max_body: int = 65536  # a GET may carry one; it is read and dropped
-    request_timeout: float = 15.0  # from a request's first byte to its last
+    request_timeout: float = 15.0  # from a request's first byte to its last; from accept to a first request
     idle_timeout: float = 60.0  # a kept-alive connection with nothing to do
     max_queued: int = 32  # pipelined answers waiting on one connection before it stops reading
+    # open connections; over either cap a new one is closed at once (0: no cap). Per address means
+    # the TCP peer's (all that is known at accept), and a trusted proxy's is not capped: its
+    # connections carry many clients
+    max_connections: int = 10000
+    max_connections_per_ip: int = 256
 
 
 LINGER = 2.0  # seconds a closing connection's leftover input is still read and dropped
@@ -88,17 +96,6 @@ def safe_location(url: str) -> str:
     if PRINTABLE_ASCII.fullmatch(url):
         return url
     return NOT_PRINTABLE_ASCII.sub(lambda m: quote(m.group(), safe=""), url)
-
-
-def header_text(value: bytes) -> str:
-    """A header as text the store can keep: UTF-8 where it is valid, else ISO-8859-1
-    (HTTP's historical header charset), which keeps every byte."""
-    if value.isascii():
-        return value.decode("ascii")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
 
 
 class _Date:
@@ -138,12 +135,18 @@ class HitsServer:
     """The routes, and the open connections (closed gracefully by close())."""
 
     def __init__(self, tracker: HitTracker, trusted_proxies: Sequence[Network] = (),
-                 limits: HttpLimits = HttpLimits()) -> None:
+                 limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None) -> None:
         self.tracker = tracker
         self.trusted = tuple(trusted_proxies)
         self.limits = limits
         self.connections: set[HitsConnection] = set()
+        self._per_address: dict[str, int] = {}  # open connections by peer address
         self._sweeper: asyncio.Task | None = None
+        metrics = metrics or Metrics()
+        self.refused = metrics.counter("trackrelay_http_connections_refused_total",
+                                       "Connections to the hits server closed at once, over a cap", ("reason",))
+        metrics.collector("trackrelay_http_connections_open", "Open connections to the hits server",
+                          lambda: {(): len(self.connections)})
 
     def protocol(self) -> HitsConnection:
         if self._sweeper is None:
@@ -239,6 +242,31 @@ class HitsServer:
 
     # connections
 
+    def admit(self, conn: HitsConnection) -> bool:
+        """Take a new connection in, or count why not: over the process's cap or its address's."""
+        if self.limits.max_connections and len(self.connections) >= self.limits.max_connections:
+            self.refused.inc("max_connections")
+            return False
+        count = self._per_address.get(conn.remote, 0)
+        if self.limits.max_connections_per_ip and count >= self.limits.max_connections_per_ip \
+                and not self._is_proxy(conn.remote):
+            self.refused.inc("max_connections_per_ip")
+            return False
+        self._per_address[conn.remote] = count + 1
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: HitsConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            count = self._per_address.pop(conn.remote) - 1
+            if count:
+                self._per_address[conn.remote] = count
+
+    def _is_proxy(self, address: str) -> bool:
+        ip = parse_ip(address)
+        return ip is not None and any(ip in net for net in self.trusted)
+
     async def _sweep(self) -> None:
         """Close connections that are too slow to send a request, or idle too long."""
         while True:
@@ -271,10 +299,13 @@ class HitsConnection(asyncio.Protocol):
         self.remote = ""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
         self._body_bytes = 0
         self._started: float | None = None  # the monotonic time the current request began
-        self._last_active = time.monotonic()
+        self._in_head = False  # the current request's header block has not ended yet
+        # bytes of the unfinished request so far (at most); None while the piece it began in is fed
+        self._request_bytes: int | None = None
+        self._last_active = self._opened = time.monotonic()
+        self._asked = False  # a request has begun on this connection
         self._queue: deque[bytes | asyncio.Task] = deque()
         self._closing = False  # close once the queue is written
         self._eof_sent: float | None = None
@@ -289,10 +320,12 @@ class HitsConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
-        self.server.connections.add(self)
+        if not self.server.admit(self):
+            self._closing = True
+            transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.release(self)
         self._drop_queue()
         self._closing = True
 
@@ -308,7 +341,7 @@ class HitsConnection(asyncio.Protocol):
             return
         self._last_active = time.monotonic()
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
             self._closing = True  # answered as a plain request; no protocol switch here
         except httptools.HttpParserCallbackError as e:
@@ -319,6 +352,41 @@ class HitsConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(400)
         self._flush()
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the parser no more at once than the unfinished request may still have.
+
+        httptools keeps the pieces of a header until its line ends and only then hands it
+        over: counted there, a header value sent in endless chunks grew without bound (at a
+        cost quadratic in its length). So the bytes are counted here, as they arrive."""
+        view, start = memoryview(data), 0
+        while start < len(data) and not self._closing:
+            end = min(len(data), start + self._room())
+            self.parser.feed_data(view[start:end])
+            if self._started is not None:
+                self._count(data, start, end)
+            start = end
+
+    def _room(self) -> int:
+        if self._started is None:
+            return self.limits.max_headers
+        return self._request_limit() - self._request_bytes  # type: ignore[operator]
+
+    def _request_limit(self) -> int:
+        # past its head, a request's body, chunk framing and trailers are bounded together
+        return self.limits.max_headers + (0 if self._in_head else self.limits.max_body)
+
+    def _count(self, data: bytes, start: int, end: int) -> None:
+        """After a piece that left a request unfinished: its bytes so far, at most. All of the
+        piece if the request began earlier, else what follows the piece's last blank line
+        (an unfinished head has none; before it came the end of the previous request)."""
+        if self._request_bytes is None:
+            blank = data.rfind(b"\r\n\r\n", start, end)
+            self._request_bytes = end - (blank + 4 if blank >= 0 else start)
+        else:
+            self._request_bytes += end - start
+        if self._request_bytes >= self._request_limit():
+            self._refuse(431 if self._in_head else 413)
 
     def eof_received(self) -> bool:
         # the client sent all it will: answer what it asked, then close
@@ -339,19 +407,20 @@ class HitsConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._header_bytes, self._body_bytes = b"", [], 0, 0
+        self._url, self._headers, self._body_bytes, self._request_bytes = b"", [], 0, None
+        self._in_head = self._asked = True
         self._started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_url:
+        if len(self._url) + len(url) > self.limits.max_url:
             raise _Refused(414)
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_headers:
-            raise _Refused(431)
-        self._headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))  # their size is bounded by _feed
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -440,7 +509,10 @@ class HitsConnection(asyncio.Protocol):
         if self._started is not None and now - self._started > self.limits.request_timeout:
             self._refuse(408)
             self._flush()
-        elif self._started is None and not self._queue and now - self._last_active > self.limits.idle_timeout:
+        elif self._started is None and not self._queue and (
+                now - self._last_active > self.limits.idle_timeout
+                # connected but silent: idle connections must not pile up for a whole idle_timeout
+                or not self._asked and now - self._opened > self.limits.request_timeout):
             self.abort()
 
     def finish(self) -> None:

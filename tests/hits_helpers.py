@@ -167,6 +167,12 @@ async def store_sql(app: Any, sql: str) -> list[tuple]:
         await pg.close()
 
 
+async def settled(app: Any) -> None:
+    """Wait until every hit seen so far is stored or counted: none waits for a look-up, none
+    is queued or being written. (Hits are seen before they are answered.)"""
+    await wait_until(lambda: app.hits.parked == 0 and app.recorder.depth == 0)
+
+
 async def events(app: Any, tmp_path: Any, count: int, timeout: float = 10.0) -> list[tuple]:
     """Wait until the store holds `count` events, then return them in time order
     (type, class, ip, ua, position, implied). Cold hits may reach the store out of order."""

@@ -29,6 +29,7 @@ def test_defaults_match_the_design():
     assert cfg.privacy.retention_days == 365 and cfg.tracking.machine_window == 10
     assert cfg.tracking.rewrite_timeout == 5 and cfg.admin.public_url == "http://127.0.0.1:8081"
     assert config.load(None, {"TRACKRELAY_TRACKING_REWRITE_TIMEOUT": "250ms"}).tracking.rewrite_timeout == 0.25
+    assert cfg.http.max_connections == 10000 and cfg.http.max_connections_per_ip == 256
 
 
 def test_file_then_environment(tmp_path):
@@ -57,6 +58,7 @@ def test_file_then_environment(tmp_path):
     ('[tracking]\nrewrite_timeout = "0s"', "tracking.rewrite_timeout"),
     ('[tracking]\nrewrite_timeout = "soon"', "tracking.rewrite_timeout"),
     ('[admin]\npublic_url = "panel.example.com"', "admin.public_url"),
+    ('[http]\nmax_connections_per_ip = -1', "http.max_connections_per_ip"),
     ('[smtp\nlisten=', "t.toml"),
 ])
 def test_bad_values_name_their_key(tmp_path, toml, key):

@@ -23,6 +23,7 @@ from hits_helpers import (
     events,
     hit,
     local,
+    settled,
     start_relay,
 )
 from relay.http_hits import GIF, safe_location
@@ -89,7 +90,7 @@ async def test_unknown_and_malformed_tokens_get_the_same_image_and_record_nothin
             async with s.get(base + path) as resp:
                 assert resp.status == 200 and await resp.read() == GIF, path
                 assert resp.headers["Cache-Control"].startswith("no-store")
-    await asyncio.sleep(0.2)
+    await settled(app)  # the well-shaped token was looked up, and found unknown
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
     assert app.hits.unknown.get("open") == len(paths)
 
@@ -145,7 +146,7 @@ async def test_unknown_or_tampered_clicks_are_404_and_malformed_ones_never_reach
             async with s.get(base + path, allow_redirects=False) as resp:
                 assert resp.status == 404 and "Location" not in resp.headers, path
     assert lookups[0] == tampered
-    await asyncio.sleep(0.2)
+    await settled(app)
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
@@ -200,7 +201,7 @@ async def test_healthz_other_paths_and_methods(sink, start_app, tmp_path):
             for path in (local(app, copy.pixel), local(app, copy.clicks[0])):
                 async with s.request(method, path, data=b"x", allow_redirects=False) as resp:
                     assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD", (method, path)
-    await asyncio.sleep(0.2)
+    await settled(app)
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from typing import Any
 
+import aiohttp
 import pytest
 
-from hits_helpers import READER_IP, db_rows, deliver_tracked, events, start_relay
+from hits_helpers import READER_IP, db_rows, deliver_tracked, events, start_relay, wait_until
 from relay.http_hits import GIF, HitsServer, HttpLimits
 
 
@@ -92,6 +94,50 @@ async def test_malformed_and_oversized_requests_are_refused_and_closed(
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
+async def stream_until_answered(port: int, head: bytes, filler: bytes, most: int) -> tuple[int, bytes]:
+    """Send head, then filler again and again (up to `most` bytes) until the server answers and
+    closes: (bytes of filler sent by then, the answer, empty if all was taken without one).
+    Small socket buffers keep what is in flight small, so the count is near what the server read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    answer = asyncio.ensure_future(reader.read())  # everything until the server closes
+    sent = 0
+    try:
+        try:
+            writer.write(head)
+            while not answer.done() and sent < most:
+                writer.write(filler)
+                sent += len(filler)
+                await writer.drain()
+                await asyncio.sleep(0)  # let the reader see an answer that came in
+        except ConnectionError:
+            pass  # the server closed while we wrote: its answer is what counts
+        if sent >= most and not answer.done():
+            return sent, b""
+        return sent, await asyncio.wait_for(answer, 5)
+    finally:
+        answer.cancel()
+        writer.transport.abort()
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /o/x.gif HTTP/1.1\r\nHost: a\r\nX-Big: ", 431),  # one header value that never ends
+    (b"GET /o/", 414),  # a request target that never ends
+])
+async def test_an_endless_header_or_target_is_refused_as_soon_as_it_passes_the_limit(
+        relay: tuple, head: bytes, status: int) -> None:
+    app, _ = relay
+    listener = app.servers["hits"].sockets[0]
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # accepted sockets inherit it
+    most = 4 << 20
+    sent, answer = await stream_until_answered(app.port("hits"), head, b"a" * 4096, most)
+    # refused at 16 KB of head: what was sent beyond that is only what the socket buffers held
+    # (httptools grows a header value chunk by chunk; counted only when its line ends, it was
+    # answered, with quadratic work, only after the whole value)
+    assert sent < 256 * 1024, sent
+    assert statuses(answer) == [status]
+
+
 async def test_a_small_body_on_a_get_is_read_and_ignored(relay: tuple) -> None:
     app, copy = relay
     request = get(path_of(copy.pixel), "Content-Length: 5")[:-2] + b"\r\nhello" + get("/healthz", close=True)
@@ -133,6 +179,37 @@ async def test_a_request_sent_too_slowly_gets_408_and_an_idle_connection_is_clos
         await server.close()
 
 
+async def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout(relay: tuple) -> None:
+    app, copy = relay
+    server, listener, port = await slow_server(app, request_timeout=0.3)  # idle_timeout stays 60 s
+    try:
+        # a connection that asked something keeps the idle timeout
+        asked_reader, asked_writer = await asyncio.open_connection("127.0.0.1", port)
+        asked_writer.write(get(path_of(copy.pixel)))
+        assert statuses(await asyncio.wait_for(asked_reader.readuntil(GIF), 5)) == [200]
+        # one that sends nothing is closed without a word
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        # the check that closed it found the first one asked: still open
+        assert [c for c in server.connections if not c.transport.is_closing()] != []
+        assert not asked_reader.at_eof()
+        asked_writer.close()
+        # line breaks before a request are no request: they do not keep a connection open
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        closed = asyncio.ensure_future(reader.read())
+        give_up = asyncio.get_running_loop().time() + 5
+        while not closed.done() and asyncio.get_running_loop().time() < give_up:
+            writer.write(b"\r\n")
+            await asyncio.wait([closed], timeout=0.05)
+        # closed with our line breaks unread: a reset, or an end if they had all been read
+        assert closed.done() and (isinstance(closed.exception(), ConnectionResetError) or closed.result() == b"")
+        writer.close()
+    finally:
+        listener.close()
+        await server.close()
+
+
 async def test_close_answers_what_was_asked_then_closes_every_connection(relay: tuple) -> None:
     app, copy = relay
     server, listener, port = await slow_server(app)
@@ -168,3 +245,75 @@ async def test_a_client_that_does_not_read_stops_being_read(relay: tuple) -> Non
     finally:
         listener.close()
         await server.close()
+
+
+# connection caps: new connections over them are closed at once and counted in /metrics
+
+async def served(port: int, source: str = "127.0.0.1") -> asyncio.StreamWriter:
+    """A kept-alive connection from `source` that the server took in: it answered on it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(get("/healthz"))
+    await asyncio.wait_for(reader.readuntil(b"ok\n"), 5)
+    return writer
+
+
+async def refused(port: int, source: str = "127.0.0.1") -> bool:
+    """Whether a new connection from `source` is closed without an answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(get("/healthz", close=True))
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    return answer == b""
+
+
+async def metric(app: Any, sample: str) -> float:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{app.port('admin')}/metrics") as resp:
+            text = await resp.text()
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.rsplit(" ", 1)[0] == sample]
+    return float(values[0]) if values else 0.0
+
+
+async def test_connections_over_the_process_cap_are_closed_at_once(sink: Any, start_app: Any, tmp_path: Any) -> None:
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections="2")
+    port = app.port("hits")
+    held = [await served(port), await served(port, "127.0.0.2")]
+    assert await refused(port, "127.0.0.3")
+    assert await metric(app, 'trackrelay_http_connections_refused_total{reason="max_connections"}') == 1
+    assert await metric(app, "trackrelay_http_connections_open") == 2
+    held.pop().close()
+
+    async def one_open() -> bool:
+        return await metric(app, "trackrelay_http_connections_open") == 1
+
+    await wait_until(one_open)
+    held.append(await served(port, "127.0.0.3"))  # room again
+    for writer in held:
+        writer.close()
+
+
+async def test_connections_over_the_per_address_cap_are_closed_at_once(
+        sink: Any, start_app: Any, tmp_path: Any) -> None:
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections_per_ip="2", http_trusted_proxies="")
+    port = app.port("hits")
+    held = [await served(port), await served(port)]
+    assert await refused(port)
+    held.append(await served(port, "127.0.0.2"))  # another address has a count of its own
+    assert await metric(app, 'trackrelay_http_connections_refused_total{reason="max_connections_per_ip"}') == 1
+    for writer in held:
+        writer.close()
+
+
+async def test_a_trusted_proxy_is_not_capped_per_address(sink: Any, start_app: Any, tmp_path: Any) -> None:
+    # the address known at accept is the TCP peer's: behind a proxy, every client shares it
+    app = await start_relay(start_app, tmp_path, sink, http_max_connections_per_ip="2",
+                            http_trusted_proxies="127.0.0.1/32")
+    port = app.port("hits")
+    held = [await served(port) for _ in range(3)]
+    held += [await served(port, "127.0.0.2") for _ in range(2)]
+    assert await refused(port, "127.0.0.2")  # any other address is capped
+    for writer in held:
+        writer.close()

@@ -18,7 +18,7 @@ from relay.delivery_process import DeliveryProcess
 from relay.errors import StartupError
 from relay.hit_recorder import HitRecorder, RecorderSettings
 from relay.hit_tracker import HitTracker, TrackerSettings
-from relay.http_hits import HitsServer
+from relay.http_hits import HitsServer, HttpLimits
 from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
@@ -158,7 +158,9 @@ class App:
         self.recorder.start()
         self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
-        server = HitsServer(self.hits, parse_networks(cfg.http.trusted_proxies))
+        limits = HttpLimits(max_connections=cfg.http.max_connections,
+                            max_connections_per_ip=cfg.http.max_connections_per_ip)
+        server = HitsServer(self.hits, parse_networks(cfg.http.trusted_proxies), limits, self.metrics)
         # cleanups run last-first: connections end, pending look-ups finish, the queue is
         # flushed - all before the store closes
         self._cleanups += [self.recorder.close, self.hits.close, server.close]
