@@ -21,6 +21,7 @@ from relay.http_hits import HitsServer
 from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
+from relay.notify import NotifySettings, NotifyWorker
 from relay.netaddr import parse_networks
 from relay.credentials import Credentials
 from relay.smtpd import RelayHandler, SmtpPolicy, start_listener
@@ -61,6 +62,7 @@ class App:
         self.metrics = Metrics()
         self.recorder: HitRecorder | None = None
         self.hits: HitTracker | None = None
+        self.notify: NotifyWorker | None = None
         self._tasks: list[asyncio.Task] = []
         self._cleanups: list[Callable[[], Any]] = []
         self._stopped = False
@@ -77,6 +79,8 @@ class App:
         try:
             if "delivery" in self.parts and not self.delivery_command:
                 self._start_delivery()
+            if "notify" in self.parts:
+                self._start_notify()
             if "smtp" in self.parts:
                 await self._start_smtp()
             if "hits" in self.parts:
@@ -123,6 +127,15 @@ class App:
                                        clock=self.clock, rewriter=rewriter)
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
 
+    def _start_notify(self) -> None:
+        cfg = self.cfg.notify
+        settings = NotifySettings(retry_intervals=cfg.retry_intervals, max_age=cfg.max_age, timeout=cfg.timeout,
+                                  allow_private=cfg.allow_private_targets, panel_url=self.cfg.admin.public_url,
+                                  # alone (--only notify) nothing wakes it after a hit batch: look more often
+                                  poll=1.0 if "hits" in self.parts else 0.2)
+        self.notify = NotifyWorker(self.store, settings, self.metrics, clock=self.clock)
+        self._tasks.append(asyncio.create_task(self.notify.run(), name="notify"))
+
     async def _start_smtp(self) -> None:
         cfg = self.cfg.smtp
         policy = SmtpPolicy(
@@ -153,7 +166,8 @@ class App:
 
     async def _start_hits(self) -> None:
         cfg = self.cfg
-        self.recorder = HitRecorder(self.store, self.metrics, RecorderSettings(max_queue=cfg.http.hit_queue_size))
+        self.recorder = HitRecorder(self.store, self.metrics, RecorderSettings(max_queue=cfg.http.hit_queue_size),
+                                    on_recorded=self._wake_notify)
         self.recorder.start()
         self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
@@ -177,6 +191,10 @@ class App:
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
                                               lambda h, p: listen(runner.server, h, p))
 
+    def _wake_notify(self) -> None:
+        if self.notify:
+            self.notify.wake()
+
     def _wake_delivery(self) -> None:
         # a method, not the worker's own: the delivery process starts after the SMTP listener
         if self.delivery:
@@ -193,6 +211,8 @@ class App:
             await server.wait_closed()
         if self.delivery:
             await self.delivery.stop()
+        if self.notify:
+            self.notify.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
