@@ -17,6 +17,10 @@ class AdminSettings:
     default_mode: str = "opt-in"
     # admin.secret_key: keys the panel's CSRF tokens, so a token is worthless without the config
     secret_key: str = field(default="", repr=False)
+    # webhooks: notify.allow_private_targets, notify.timeout, admin.public_url (links in test events)
+    allow_private_targets: bool = False
+    webhook_timeout: float = 5.0
+    panel_url: str = ""
 
 
 STORE = web.AppKey("store", Store)

@@ -185,7 +185,9 @@ class App:
                               results=lambda: self.delivery.counts if self.delivery else {})
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
-                                 secret_key=self.cfg.admin.secret_key)
+                                 secret_key=self.cfg.admin.secret_key,
+                                 allow_private_targets=self.cfg.notify.allow_private_targets,
+                                 webhook_timeout=self.cfg.notify.timeout, panel_url=self.cfg.admin.public_url)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
