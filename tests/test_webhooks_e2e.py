@@ -121,6 +121,21 @@ async def test_500_then_200_is_delivered_again_with_the_same_id_then_silent(sink
     assert [e["type"] for e in receiver.events()] == ["message.opened", "message.opened", "link.clicked"]
     assert receiver.events()[0]["id"] == receiver.events()[1]["id"]
 
+    async def metrics() -> str:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{app.port('admin')}/metrics") as resp:
+                return await resp.text()
+
+    await wait_until(lambda: _metric(metrics, 'trackrelay_notifications_total{result="sent"} 2'))
+    text = await metrics()
+    assert 'trackrelay_notifications_total{result="retried"} 1' in text
+    assert 'trackrelay_notification_deliveries{status="sent"} 2' in text
+    assert "trackrelay_notification_latency_seconds_count 3" in text
+
+
+async def _metric(fetch, line: str) -> bool:
+    return line in await fetch()
+
 
 async def test_a_receiver_down_across_a_restart_gets_the_event_after_it(sink, start_app, tmp_path):
     with socket.socket() as s:  # a port nobody listens on, for now

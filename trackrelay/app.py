@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from admin import make_admin_app
 from admin.keys import AdminSettings
-from admin.ops import register_mail_metrics
+from admin.ops import register_mail_metrics, register_notify_metrics
 from relay.auth import hash_password, new_password
 from relay.config import PARTS, Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
@@ -183,6 +183,7 @@ class App:
         register_mail_metrics(self.metrics, self.store,
                               accepted=lambda: self.handler.accepted if self.handler else 0,
                               results=lambda: self.delivery.counts if self.delivery else {})
+        register_notify_metrics(self.metrics, self.store)
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key,
