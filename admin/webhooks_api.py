@@ -15,8 +15,8 @@ from aiohttp import web
 from admin.api import api_error, json_response, rfc3339
 from admin.keys import SETTINGS, STORE, request_user
 from relay import webhook_client
-from relay.notify_payloads import NoticeEvent, render
-from relay.notify_rules import rfc3339 as event_time
+from relay.notify_payloads import render
+from relay.notify_rules import sample_event
 from relay.records import Attempt, DeliveryReport, Webhook, WebhookSpec
 from relay.webhook_spec import format_duration, parse_spec
 from relay.webhook_target import Refused, check_url, resolve_and_check
@@ -129,9 +129,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     hook = await _own(request)
     settings = request.config_dict[SETTINGS]
     now = time.time()
-    event = NoticeEvent(id="evt_test_" + secrets.token_hex(8), type="message.opened", occurred_at=event_time(now),
-                        message_id="0", message_header_id="<test@trackrelay>", subject="Test from trackrelay",
-                        recipient="recipient@example.com", hit_class="human", panel_url=settings.panel_url)
+    event = sample_event(now, settings.panel_url)
     body, headers = render(hook.spec.kind, event, secret=hook.secret, t=int(now))
     result = await webhook_client.post(hook.spec.url, body, headers, allow_private=settings.allow_private_targets,
                                        timeout=settings.webhook_timeout)

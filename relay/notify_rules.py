@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
@@ -48,6 +49,13 @@ def event_payload(kind: str, at: float, message_id: int, header_id: str, subject
     return {"type": EVENT_TYPES[kind], "occurred_at": rfc3339(at), "message_id": str(message_id),
             "message_header_id": header_id, "subject": subject, "recipient": recipient or "",
             "url": url or "", "hit_class": cls}
+
+
+def sample_event(now: float, panel_url: str = "") -> NoticeEvent:
+    """What `webhook test` sends: a made-up open, with an id of its own."""
+    return NoticeEvent(id="evt_test_" + uuid.uuid4().hex, type="message.opened", occurred_at=rfc3339(now),
+                       message_id="0", message_header_id="<test@trackrelay>", subject="Test from trackrelay",
+                       recipient="recipient@example.com", hit_class="human", panel_url=panel_url)
 
 
 def notice_event(delivery_id: str, payload: str, panel_url: str) -> NoticeEvent:
