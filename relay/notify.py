@@ -40,6 +40,8 @@ class NotifySettings:
     poll: float = 0.5  # seconds between looks at the outbox when nothing wakes the worker
     batch: int = 20  # deliveries claimed (and sent concurrently) at once
     lease: float = 120.0  # a claim's lease; longer than any attempt (timeout) by far
+    unopened_every: float = 60.0  # seconds (by the worker's clock) between looks for unopened mail
+    unopened_batch: int = 100  # follow-ups made per look, so one look stays short
 
 
 class NotifyWorker:
@@ -51,6 +53,7 @@ class NotifyWorker:
         self._post = post
         self._wake = asyncio.Event()
         self._stopping = False
+        self._next_unopened = 0.0
         self.name = f"notify-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._results = metrics.counter("trackrelay_notifications_total",
                                         "Webhook delivery attempts by result", ("result",))
@@ -81,7 +84,12 @@ class NotifyWorker:
     async def run_once(self) -> int:
         """Send the due deliveries once; returns how many were claimed."""
         s = self.settings
-        claimed = await self.store.claim_deliveries(self.name, self.clock(), s.batch, s.lease)
+        now = self.clock()
+        if now >= self._next_unopened:
+            self._next_unopened = now + s.unopened_every
+            if await self.store.record_unopened(now, s.unopened_batch) == s.unopened_batch:
+                self._next_unopened = now  # more are due: look again next round
+        claimed = await self.store.claim_deliveries(self.name, now, s.batch, s.lease)
         groups = _groups(claimed)
         await asyncio.gather(*(self._send(group) for group in groups))
         return len(claimed)

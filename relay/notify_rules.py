@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from relay.notify_payloads import NoticeEvent
-from relay.records import Attempt, ClaimedDelivery, DeliveryResult, NewNotification, Webhook, WebhookSpec
+from relay.records import Attempt, ClaimedDelivery, DeliveryResult, NewDelivery, NewNotification, Webhook, WebhookSpec
 
 if TYPE_CHECKING:  # the hits path imports these rules: no HTTP client for it
     from relay.webhook_client import PostResult
@@ -95,3 +96,48 @@ def _disabled_notice(hook: Webhook, result: PostResult, now: float) -> NewNotifi
 
 def _notice(hook: Webhook, text: str, now: float) -> NewNotification:
     return NewNotification(hook.user_id, None, "webhook", None, hook.spec.url, text, now)
+
+
+# --- unopened follow-ups: found by a periodic, bounded query in the notify role ---
+
+@dataclass(frozen=True)
+class UnopenedCopy:
+    """A delivered, open-tracked copy with no human open, past its webhook's unopened_after."""
+
+    webhook: Webhook
+    copy_id: int
+    message_id: int
+    header_id: str
+    subject: str
+    recipient: str | None
+    delivered_at: float
+
+
+def unopened_id(webhook_id: int, copy_id: int) -> str:
+    """Fixed per webhook and copy: the outbox row itself records that the follow-up was made."""
+    return f"evt_unopened_{webhook_id}_{copy_id}"
+
+
+def not_tracked_now(recipient: str | None, do_not_track: frozenset[str]) -> bool:
+    """The recipient went on the do-not-track list (address or @domain) after the mail left."""
+    if recipient is None:
+        return False
+    address = recipient.lower()
+    return address in do_not_track or "@" + address.rpartition("@")[2] in do_not_track
+
+
+def plan_unopened(copies: Sequence[UnopenedCopy], do_not_track: frozenset[str],
+                  now: float) -> list[tuple[NewDelivery, NewNotification]]:
+    """One message.unopened delivery (and an in-app notification) per copy and webhook."""
+    planned = []
+    for c in copies:
+        if not_tracked_now(c.recipient, do_not_track):
+            continue
+        payload = event_payload("unopened", now, c.message_id, c.header_id, c.subject, c.recipient, None, "")
+        delivery = NewDelivery(unopened_id(c.webhook.id, c.copy_id), c.webhook.id, json.dumps(payload),
+                               due_at(c.webhook.spec, now), now)
+        text = (f"{c.recipient or 'a recipient'} has not opened \u201c{c.subject or '(no subject)'}\u201d"
+                f" since {rfc3339(c.delivered_at)}")
+        planned.append((delivery, NewNotification(c.webhook.user_id, c.message_id, "unopened", c.recipient, None,
+                                                  text, now)))
+    return planned

@@ -14,7 +14,9 @@ import pytest
 from aiohttp import web
 
 from conftest import both_engines
-from hits_helpers import CHROME, READER_IP, FakeClock, deliver_tracked, hit, start_relay, wait_until
+from hits_helpers import (
+    CHROME, READER_IP, FakeClock, copies_in, deliver_tracked, hit, send, start_relay, tracked_mail, wait_until,
+)
 from relay.notify_payloads import verify
 from relay.records import WebhookSpec
 
@@ -75,7 +77,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 async def add_hook(app, url: str, **spec) -> int:
     user = await app.store.user_by_email("alice@example.com")
-    hook = await app.store.add_webhook(user.id, WebhookSpec(url, **spec), SECRET, time.time())
+    hook = await app.store.add_webhook(user.id, WebhookSpec(url, **spec), SECRET, app.clock())
     return hook.id
 
 
@@ -217,3 +219,31 @@ async def test_a_digest_sends_one_summary_per_period(sink, start_app, tmp_path, 
     assert digest["type"] == "digest"
     assert sorted(e["recipient"] for e in digest["events"]) == ["bob@example.org", "carol@example.org"]
     assert verify(SECRET, headers["X-Trackrelay-Signature"], body, int(clock()))
+
+
+async def test_unopened_mail_gets_one_follow_up_never_for_bounced_or_do_not_track(sink, start_app, tmp_path, receiver):
+    clock = FakeClock()
+    app = await start_relay(start_app, tmp_path, sink, clock=clock, **FAST)
+    await add_hook(app, receiver.url, events=("open", "click", "unopened"), unopened_after=86400.0)
+    sink.rcpt_replies["erin@example.org"] = "550 5.1.1 no such user"  # bounced: never delivered
+    rcpts = ("bob@example.org", "carol@example.org", "dave@example.org", "erin@example.org")
+    await app.store.privacy_add("dnt", "dave@example.org")  # dave is not tracked
+    before = len(sink.messages)
+    await send(app.port("smtp"), tracked_mail("alice@example.com", rcpts), "alice@example.com", rcpts)
+    got = await sink.wait_for(before + 3)  # bob's and carol's copies, dave's original
+    copies = {m.rcpt_tos[0]: copies_in(m.data) for m in got[before:] if b"/o/" in m.data}
+    assert sorted(copies) == ["bob@example.org", "carol@example.org"]
+    async with aiohttp.ClientSession() as http:
+        await hit(http, app, copies["carol@example.org"].pixel, **reader())
+        await receiver.wait_for(1)
+        await app.store.privacy_add("dnt", "carol@example.org")  # opened anyway: no follow-up either way
+        clock.advance(86400 + 1)
+        await receiver.wait_for(2)
+        clock.advance(3600)  # the next look finds nothing new
+        await hit(http, app, copies["bob@example.org"].clicks[0], **reader())  # implies his first open
+        await receiver.wait_for(4)
+    seen = [(e["type"], e["recipient"]) for e in receiver.events()]
+    assert seen[:2] == [("message.opened", "carol@example.org"), ("message.unopened", "bob@example.org")]
+    assert sorted(seen[2:]) == [("link.clicked", "bob@example.org"), ("message.opened", "bob@example.org")]
+    user = await app.store.user_by_email("alice@example.com")
+    assert [n.recipient for n in await app.store.notifications(user.id) if n.type == "unopened"] == ["bob@example.org"]

@@ -9,7 +9,9 @@ import asyncpg
 from relay.records import (
     Attempt, ClaimedDelivery, DeliveryReport, DeliveryResult, NewDelivery, Webhook, WebhookSpec,
 )
-from relay.store.sqlite_webhooks import webhook_from_row
+from relay.notify_rules import plan_unopened
+from relay.policy import privacy_lookups
+from relay.store.sqlite_webhooks import UNOPENED_SQL, unopened_copy, webhook_from_row
 
 _SPEC_COLUMNS = "url, kind, events, humans_only, first_only, unopened_after, digest, enabled"
 
@@ -77,6 +79,27 @@ class PgWebhooksMixin:
         async with self._conn() as c:  # type: ignore[attr-defined]
             await c.execute("UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL WHERE locked_by = $1",
                             worker)
+
+    async def record_unopened(self, now: float, limit: int) -> int:
+        """Make the due unopened follow-ups (at most `limit`), with their in-app notifications."""
+        async with self._conn(transaction=True) as c:  # type: ignore[attr-defined]
+            found = [unopened_copy(r) for r in await c.fetch(
+                UNOPENED_SQL.format(now="$1::double precision", limit="$2"), now, limit)]
+            keys, _ = privacy_lookups([f.recipient for f in found if f.recipient])
+            dnt = frozenset(r[0] for r in await c.fetch("SELECT entry FROM do_not_track WHERE entry = ANY($1::text[])",
+                                                        keys))
+            made = 0
+            for delivery, notice in plan_unopened(found, dnt, now):
+                # another notify node may have made it meanwhile: the row's id says so
+                if await c.fetchval(
+                        "INSERT INTO webhook_deliveries (id, webhook_id, payload, due_at, created_at)"
+                        " VALUES ($1,$2,$3,$4,$5) ON CONFLICT (id) DO NOTHING RETURNING id", delivery.id,
+                        delivery.webhook_id, delivery.payload, delivery.due_at, delivery.created_at):
+                    await c.execute("INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at)"
+                                    " VALUES ($1,$2,$3,$4,$5,$6,$7)", notice.user_id, notice.message_id, notice.type,
+                                    notice.recipient, notice.url, notice.text, notice.at)
+                    made += 1
+        return made
 
     async def deliveries(self, webhook_id: int, limit: int = 100) -> list[DeliveryReport]:
         async with self._conn() as c:  # type: ignore[attr-defined]

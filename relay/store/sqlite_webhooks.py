@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any, Sequence
 
+from relay.notify_rules import UnopenedCopy, plan_unopened
+from relay.policy import privacy_lookups
 from relay.records import (
     Attempt, ClaimedDelivery, DeliveryReport, DeliveryResult, NewDelivery, Webhook, WebhookSpec,
 )
@@ -67,6 +69,10 @@ class WebhooksMixin:
     async def release_deliveries(self, worker: str) -> None:
         await self._runner.write(lambda c: c.execute(
             "UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL WHERE locked_by = ?", (worker,)))
+
+    async def record_unopened(self, now: float, limit: int) -> int:
+        """Make the due unopened follow-ups (at most `limit`), with their in-app notifications."""
+        return await self._runner.write(lambda c: _record_unopened(c, now, limit))
 
     async def deliveries(self, webhook_id: int, limit: int = 100) -> list[DeliveryReport]:
         return await self._runner.read(lambda c: _deliveries(c, webhook_id, limit))
@@ -144,3 +150,38 @@ def _deliveries(c: sqlite3.Connection, webhook_id: int, limit: int) -> list[Deli
             tries[a["delivery_id"]].append(Attempt(a["delivery_id"], a["at"], a["status_code"], a["latency"], a["error"]))
     return [DeliveryReport(r["id"], r["status"], r["attempts"], r["last_error"], r["created_at"], r["due_at"],
                            r["payload"], tuple(tries[r["id"]])) for r in rows]
+
+
+# copies with opens tracked, delivered after the webhook was made and unopened_after ago, no
+# human open, no follow-up yet; untracked recipients have no copy, bounced ones no delivered_at
+UNOPENED_SQL = (
+    "SELECT w.*, k.id AS copy_id, k.message_id AS m_id, m.message_id AS header_id, m.subject, k.recipient,"
+    " k.delivered_at FROM webhooks w JOIN messages m ON m.user_id = w.user_id JOIN copies k ON k.message_id = m.id"
+    " WHERE w.enabled AND (',' || w.events || ',') LIKE '%,unopened,%' AND k.opens"
+    " AND k.delivered_at >= w.created_at AND k.delivered_at <= {now} - w.unopened_after"
+    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.copy_id = k.id AND e.type = 'open' AND e.class = 'human')"
+    " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = 'evt_unopened_' || w.id || '_' || k.id)"
+    " ORDER BY k.delivered_at LIMIT {limit}"
+)
+
+
+def unopened_copy(r: Any) -> UnopenedCopy:
+    return UnopenedCopy(webhook_from_row(r), r["copy_id"], r["m_id"], r["header_id"], r["subject"], r["recipient"],
+                        r["delivered_at"])
+
+
+def _record_unopened(c: sqlite3.Connection, now: float, limit: int) -> int:
+    found = [unopened_copy(r) for r in c.execute(UNOPENED_SQL.format(now="?", limit="?"), (now, limit))]
+    keys, _ = privacy_lookups([f.recipient for f in found if f.recipient])
+    dnt = frozenset(r[0] for r in c.execute(
+        f"SELECT entry FROM do_not_track WHERE entry IN ({','.join('?' * len(keys)) or 'NULL'})", keys))
+    made = 0
+    for delivery, notice in plan_unopened(found, dnt, now):
+        if c.execute("INSERT OR IGNORE INTO webhook_deliveries (id, webhook_id, payload, due_at, created_at)"
+                     " VALUES (?,?,?,?,?)", (delivery.id, delivery.webhook_id, delivery.payload, delivery.due_at,
+                                             delivery.created_at)).rowcount:
+            c.execute("INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at)"
+                      " VALUES (?,?,?,?,?,?,?)", (notice.user_id, notice.message_id, notice.type, notice.recipient,
+                                                  notice.url, notice.text, notice.at))
+            made += 1
+    return made

@@ -73,3 +73,18 @@ async def test_webhooks_are_scoped_to_their_owner(store):
     assert (mine.spec.url, mine.spec.events, mine.spec.digest) == ("https://hooks.example/y", ("click",), 900.0)
     assert await store.delete_webhook(hook.id, alice.id)
     assert await store.webhooks(None) == []
+
+
+async def test_unopened_follow_ups_are_made_once_and_not_for_opened_or_do_not_track_copies(store):
+    alice = await store.add_user("alice@example.com", "h")
+    hook = await store.add_webhook(alice.id, WebhookSpec("https://hooks.example/x", events=("unopened",),
+                                                         unopened_after=3600.0), "s", T0)
+    await sent_message(store, alice.id, rcpts=("bob@example.org", "carol@example.org", "dave@example.net"))
+    await store.record_hits([hit(2, "open", 10)])  # carol opened
+    await store.privacy_add("dnt", "@example.net")  # dave asked not to be tracked since
+    assert await store.record_unopened(T0 + 3600, 10) == 0  # not yet: delivered at T0 + 1
+    assert await store.record_unopened(T0 + 3602, 10) == 1
+    assert await store.record_unopened(T0 + 9999, 10) == 0  # made once
+    [d] = await store.claim_deliveries("n1", T0 + 9999, 10, 60)
+    assert d.id == f"evt_unopened_{hook.id}_1" and json.loads(d.payload)["recipient"] == "bob@example.org"
+    assert [n.type for n in await store.notifications(alice.id)] == ["unopened", "open"]
