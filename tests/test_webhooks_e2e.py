@@ -95,6 +95,8 @@ async def test_the_first_human_open_reaches_a_json_receiver_signed_and_machines_
         await hit(http, app, copy.pixel, ip="17.58.0.1", ua="Mozilla/5.0")  # Apple MPP prefetch
         await hit(http, app, copy.pixel, ip=READER_IP, ua="Mozilla/5.0 (compatible; bingbot/2.0)")  # a bot
         await hit(http, app, copy.pixel)  # from 127.0.0.1, where the mail came from: self
+        await hit(http, app, copy.pixel, ip="66.249.84.1",
+                  ua="Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)")
         await hit(http, app, copy.pixel, **reader())
         [(headers, body)] = await receiver.wait_for(1)
         await hit(http, app, copy.pixel, **reader())  # first_only: a second human open says nothing
@@ -107,6 +109,9 @@ async def test_the_first_human_open_reaches_a_json_receiver_signed_and_machines_
     assert event["message"]["subject"] == "Quarterly numbers"
     assert [e["type"] for e in receiver.events()] == ["message.opened", "link.clicked"]
     assert receiver.events()[1]["url"] == "https://example.org/second"
+    [report] = await app.store.message_reports(None)
+    detail = await app.store.message_report(report.id, None)
+    assert {e.cls for e in detail.events} == {"prefetch", "scanner", "self", "proxy", "human"}
 
 
 async def test_500_then_200_is_delivered_again_with_the_same_id_then_silent(sink, start_app, tmp_path, receiver):
