@@ -3,8 +3,10 @@
 A click on a copy with no open of the click's class yet also records an *implied* open
 (same time, IP, user agent and class), so "clicked but images were blocked" still reads
 as opened. A copy's first human open and every human click make an in-app notification
-when the owner's policy has ``notify`` on (the default). Store engines look the facts up,
-call plan_hits, and insert what it returns.
+when the owner's policy has ``notify`` on (the default). The owner's enabled webhooks get
+an outbox row for each event they ask for (relay/notify_rules.py decides which), written in
+the same transaction as the hits. Store engines look the facts up, call plan_hits, and insert
+what it returns.
 """
 from __future__ import annotations
 

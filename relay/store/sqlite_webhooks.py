@@ -45,7 +45,7 @@ class WebhooksMixin:
         return await self._runner.read(job)
 
     async def update_webhook(self, webhook_id: int, user_id: int, spec: WebhookSpec) -> bool:
-        """Re-enabling a webhook also forgets when it started failing."""
+        """An update that leaves the webhook enabled (re-enabling it, say) forgets when it started failing."""
         return await self._runner.write(lambda c: c.execute(
             "UPDATE webhooks SET url = ?, kind = ?, events = ?, humans_only = ?, first_only = ?,"
             " unopened_after = ?, digest = ?, enabled = ?,"
