@@ -30,7 +30,7 @@ def add_routes(api: web.Application) -> None:
     api.router.add_get(ROUTE + "/{id}", get_webhook)
     api.router.add_patch(ROUTE + "/{id}", patch_webhook)
     api.router.add_delete(ROUTE + "/{id}", delete_webhook)
-    api.router.add_post(ROUTE + "/{id}/test", test_webhook)
+    api.router.add_post(ROUTE + "/{id}/test", send_test)
     api.router.add_get(ROUTE + "/{id}/deliveries", list_deliveries)
 
 
@@ -124,7 +124,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def test_webhook(request: web.Request) -> web.Response:
+async def send_test(request: web.Request) -> web.Response:
     """A sample event, sent now and not through the outbox: the answer is the attempt."""
     hook = await _own(request)
     settings = request.config_dict[SETTINGS]

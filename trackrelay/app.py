@@ -132,7 +132,9 @@ class App:
         settings = NotifySettings(retry_intervals=cfg.retry_intervals, max_age=cfg.max_age, timeout=cfg.timeout,
                                   allow_private=cfg.allow_private_targets, panel_url=self.cfg.admin.public_url,
                                   # alone (--only notify) nothing wakes it after a hit batch: look more often
-                                  poll=1.0 if "hits" in self.parts else 0.2)
+                                  poll=1.0 if "hits" in self.parts else 0.2,
+                                  # a claim outlives its attempt however long notify.timeout is
+                                  lease=max(120.0, 4 * cfg.timeout))
         self.notify = NotifyWorker(self.store, settings, self.metrics, clock=self.clock)
         self._tasks.append(asyncio.create_task(self.notify.run(), name="notify"))
 
