@@ -124,7 +124,7 @@ async def test_500_then_200_is_delivered_again_with_the_same_id_then_silent(sink
         first, second = await receiver.wait_for(2)
         await hit(http, app, copy.clicks[0], **reader())
         await receiver.wait_for(3)
-    assert first == second or first[0]["X-Trackrelay-Event-Id"] == second[0]["X-Trackrelay-Event-Id"]
+    assert first[0]["X-Trackrelay-Event-Id"] == second[0]["X-Trackrelay-Event-Id"]
     assert [e["type"] for e in receiver.events()] == ["message.opened", "message.opened", "link.clicked"]
     assert receiver.events()[0]["id"] == receiver.events()[1]["id"]
 
@@ -144,6 +144,7 @@ async def _metric(fetch, line: str) -> bool:
     return line in await fetch()
 
 
+@both_engines
 async def test_a_receiver_down_across_a_restart_gets_the_event_after_it_from_notify_alone(sink, start_app, tmp_path):
     with socket.socket() as s:  # a port nobody listens on, for now
         s.bind(("127.0.0.1", 0))
@@ -226,6 +227,7 @@ async def test_a_digest_sends_one_summary_per_period(sink, start_app, tmp_path, 
     assert verify(SECRET, headers["X-Trackrelay-Signature"], body, int(clock()))
 
 
+@both_engines
 async def test_unopened_mail_gets_one_follow_up_never_for_bounced_or_do_not_track(sink, start_app, tmp_path, receiver):
     clock = FakeClock()
     app = await start_relay(start_app, tmp_path, sink, clock=clock, **FAST)
