@@ -24,6 +24,10 @@ class AdminSettings:
     trusted_proxies: tuple[Network, ...] = ()
     # admin.login_attempts_per_minute, per account and client address
     login_attempts_per_minute: int = 10
+    # webhooks: notify.allow_private_targets, notify.timeout, admin.public_url (links in test events)
+    allow_private_targets: bool = False
+    webhook_timeout: float = 5.0
+    panel_url: str = ""
 
 
 STORE = web.AppKey("store", Store)

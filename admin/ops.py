@@ -43,3 +43,14 @@ def register_mail_metrics(metrics: Metrics, store: Store, *, accepted: Callable[
 
     metrics.collector("trackrelay_messages", "Messages in the store by status (queued + deferred = queue depth)",
                       by_status, labels=("status",))
+
+
+def register_notify_metrics(metrics: Metrics, store: Store) -> None:
+    """The webhook outbox as the store sees it (the attempts are counted by the notify role)."""
+    async def by_status() -> Samples:
+        counts = await store.delivery_counts()
+        return {(s,): counts.get(s, 0) for s in ("queued", "sent", "failed")}
+
+    metrics.collector("trackrelay_notification_deliveries",
+                      "Webhook deliveries in the outbox by status (queued = waiting or being retried)",
+                      by_status, labels=("status",))

@@ -20,7 +20,7 @@ from relay.errors import ConfigError
 
 ENV_PREFIX = "TRACKRELAY_"
 # the parts `trackrelay serve` runs; each also runs alone with --only PART
-PARTS = ("smtp", "delivery", "hits", "admin")
+PARTS = ("smtp", "delivery", "hits", "admin", "notify")
 DEFAULT_FILE = "trackrelay.toml"
 
 
@@ -89,7 +89,8 @@ class HttpConfig:
 class AdminConfig:
     listen: str = setting("127.0.0.1:8081", "panel and JSON API (keep it private)")
     public_url: str = setting("http://127.0.0.1:8081",
-                              "the panel's address as browsers see it; https:// makes its cookies Secure")
+                              "the panel's address as browsers see it (links in notifications); "
+                              "https:// makes its cookies Secure")
     login_attempts_per_minute: int = setting(
         10, "panel logins per account and client address a minute; ten times that per account (0: no limit)")
     admins_see_all: bool = setting(False, "admins see every user's mail, not only their own")
@@ -128,9 +129,11 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    allow_private_targets: bool = setting(False, "webhooks to loopback/private addresses (not implemented yet)")
+    allow_private_targets: bool = setting(False, "webhooks to loopback/private addresses (SSRF guard)")
     retry_intervals: tuple[float, ...] = setting((10.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0),
-                                                 "waits between webhook attempts (not implemented yet)")
+                                                 "waits between webhook attempts (the last repeats)")
+    max_age: float = setting(86400.0, "then a webhook delivery is given up and its owner told")
+    timeout: float = setting(5.0, "per webhook request")
 
 
 @dataclass(frozen=True)
@@ -170,12 +173,12 @@ DURATION_KEYS = {
     ("delivery", "retry_intervals"),
     ("delivery", "max_age"),
     ("notify", "retry_intervals"),
+    ("notify", "max_age"),
+    ("notify", "timeout"),
 }
-# keys of features not built yet (notifications, retention purge): any value but the
+# keys of features not built yet (the retention purge): any value but the
 # default would be silently ignored, so it is refused instead
 NOT_IMPLEMENTED = {
-    ("notify", "allow_private_targets"),
-    ("notify", "retry_intervals"),
     ("privacy", "retention_days"),
 }
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -378,6 +381,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("tracking.rewrite_timeout", "must be more than 0")
     if cfg.privacy.consent not in ("none", "required"):
         raise ConfigError("privacy.consent", "expected none or required")
+    if cfg.notify.timeout <= 0:
+        raise ConfigError("notify.timeout", "must be more than 0")
+    if not cfg.notify.retry_intervals:
+        raise ConfigError("notify.retry_intervals", "give at least one wait")
     if cfg.delivery.workers < 1:
         raise ConfigError("delivery.workers", "must be at least 1")
     if any(bool(getattr(cfg.dkim, k)) for k in ("domain", "selector", "key_file")):

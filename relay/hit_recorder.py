@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
@@ -38,9 +38,11 @@ class RecorderSettings:
 
 
 class HitRecorder:
-    def __init__(self, store: HitSink, metrics: Metrics, settings: RecorderSettings = RecorderSettings()) -> None:
+    def __init__(self, store: HitSink, metrics: Metrics, settings: RecorderSettings = RecorderSettings(), *,
+                 on_recorded: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.s = settings
+        self._on_recorded = on_recorded  # a batch is committed (the notify role may have work)
         self._queue: deque[NewEvent] = deque()
         self._arrived = asyncio.Event()
         self._full_batch = asyncio.Event()
@@ -121,6 +123,7 @@ class HitRecorder:
             try:
                 stored = await self.store.record_hits(batch)
                 self.recorded.inc(n=stored)
+                self._on_recorded()
                 if stored < len(batch):  # their copies were erased meanwhile
                     self.dropped.inc("erased", n=len(batch) - stored)
                 return

@@ -35,6 +35,30 @@ class Counter:
 
 
 @dataclass
+class Histogram:
+    name: str
+    help: str
+    buckets: tuple[float, ...]  # upper bounds, ascending; +Inf is added
+    counts: list[int] = field(default_factory=list)
+    sum: float = 0.0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
+        self.counts[next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))] += 1
+        self.sum += value
+
+    def lines(self) -> list[str]:
+        counts = self.counts or [0] * (len(self.buckets) + 1)
+        out = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} histogram"]
+        running = 0
+        for bound, n in zip([*map(_number, self.buckets), "+Inf"], counts):
+            running += n
+            out.append(f'{self.name}_bucket{{le="{bound}"}} {running}')
+        return out + [f"{self.name}_sum {_number(self.sum)}", f"{self.name}_count {running}"]
+
+
+@dataclass
 class _Collector:
     name: str
     help: str
@@ -48,6 +72,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
         self._collectors: list[_Collector] = []
 
     def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -59,6 +84,10 @@ class Metrics:
         self._counters[name] = counter
         return counter
 
+    def histogram(self, name: str, help: str, buckets: tuple[float, ...]) -> Histogram:
+        """The histogram of that name, created on first use."""
+        return self._histograms.setdefault(name, Histogram(name, help, buckets))
+
     def collector(self, name: str, help: str, collect: Callable[[], CollectResult], *,
                   kind: str = "gauge", labels: tuple[str, ...] = ()) -> None:
         """Register a value read at scrape time; collect may be a coroutine function."""
@@ -68,6 +97,8 @@ class Metrics:
         lines: list[str] = []
         for c in self._counters.values():
             _family(lines, c.name, c.help, "counter", c.labels, c.values)
+        for h in self._histograms.values():
+            lines += h.lines()
         for col in self._collectors:
             result = col.collect()
             samples = await result if inspect.isawaitable(result) else result

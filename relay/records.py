@@ -211,3 +211,81 @@ class PanelSession:
     user: User
     created_at: float
     last_seen: float
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """What a user sets on a webhook (admin/webhooks.py validates it)."""
+
+    url: str
+    kind: str = "json"
+    events: tuple[str, ...] = ("open", "click")  # of "open", "click", "unopened"
+    humans_only: bool = True
+    first_only: bool = True  # opens: only a copy's first (human) open
+    unopened_after: float = 3 * 86400.0
+    digest: float = 0.0  # seconds; 0: each event goes at once
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: int
+    user_id: int
+    spec: WebhookSpec
+    created_at: float
+    failing_since: float | None = None
+    secret: str = field(repr=False, default="")  # json kind: the signing secret
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """An outbox row: one event for one webhook. id is the event id, the same on every retry."""
+
+    id: str
+    webhook_id: int
+    payload: str  # the event as JSON (relay/notify_rules.py builds it)
+    due_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: str
+    webhook: Webhook
+    payload: str
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    at: float
+    status_code: int | None
+    latency: float
+    error: str
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one attempt changed (relay/notify_rules.py decides it; the engine writes it at once)."""
+
+    attempt: Attempt
+    status: str  # "queued" (retry at due_at), "sent" or "failed"
+    due_at: float
+    webhook_id: int
+    failing_since: float | None  # the webhook's, after this attempt
+    disable: bool = False
+    notice: NewNotification | None = None  # the owner is told (given up, webhook disabled)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    id: str
+    status: str
+    attempts: int
+    last_error: str
+    created_at: float
+    due_at: float
+    payload: str
+    tries: tuple[Attempt, ...] = ()

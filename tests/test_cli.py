@@ -68,3 +68,26 @@ def test_passthrough_refuses_smtp_and_delivery_in_separate_processes(run, part):
     assert out.stderr.strip() == ('trackrelay: upstream.auth = "passthrough" needs smtp and delivery in one '
                                   "process: run serve without --only smtp|delivery")
 
+
+
+def test_webhooks(run):
+    run("user", "add", "alice@example.com", "--password-stdin", stdin="long enough pw\n")
+    refused = run("webhook", "add", "alice@example.com", "http://127.0.0.1:9/hook")
+    assert refused.returncode == 2 and refused.stderr.startswith("trackrelay: url: 127.0.0.1: 127.0.0.1 is a loopback")
+    private = {"TRACKRELAY_NOTIFY_ALLOW_PRIVATE_TARGETS": "true"}
+    added = run("webhook", "add", "alice@example.com", "http://127.0.0.1:9/hook", "--events", "open",
+                "--digest", "15m", env=private)
+    assert added.returncode == 0 and " secret: whsec_" in added.stdout
+    hook_id = added.stdout.split()[2]
+    chat = run("webhook", "add", "alice@example.com", "http://127.0.0.1:9/slack", "--kind", "slack", env=private)
+    assert chat.returncode == 0 and "secret" not in chat.stdout
+    assert run("webhook", "add", "alice@example.com", "http://127.0.0.1:9/", "--events", "reads",
+               env=private).stderr.startswith("trackrelay: events:")
+    listed = run("webhook", "list", "alice@example.com").stdout.splitlines()
+    assert listed[0] == f"{hook_id}  alice@example.com  json  http://127.0.0.1:9/hook  events=open humans_only=True " \
+                        "first_only=True digest=15m"
+    tested = run("webhook", "test", hook_id)  # without allow_private_targets the sample is refused, as in serve
+    assert tested.returncode == 1 and tested.stdout.startswith("failed: status None") and "loopback" in tested.stdout
+    assert run("webhook", "del", hook_id).returncode == 0
+    assert run("webhook", "del", hook_id).stderr.strip() == f"trackrelay: no such webhook: {hook_id}"
+    assert len(run("webhook", "list").stdout.splitlines()) == 1

@@ -100,10 +100,23 @@ def test_init_writes_a_config_that_checks(tmp_path):
 
 
 NOT_BUILT = [  # keys of features still to come: their defaults are accepted, anything else refused
-    ("notify", "allow_private_targets", "true", "false"),
-    ("notify", "retry_intervals", '["1m"]', '["10s", "1m", "5m", "30m", "2h", "6h"]'),
     ("privacy", "retention_days", "30", "365"),
 ]
+
+
+def test_notify_keys_are_built_and_checked(tmp_path):
+    f = tmp_path / "t.toml"
+    f.write_text('[notify]\nallow_private_targets = true\nretry_intervals = ["1s", "2m"]\nmax_age = "1h"\n'
+                 'timeout = "2s"\n[admin]\npublic_url = "https://panel.example/"\n')
+    cfg = config.load(f, {})
+    assert (cfg.notify.allow_private_targets, cfg.notify.retry_intervals) == (True, (1.0, 120.0))
+    assert (cfg.notify.max_age, cfg.notify.timeout, cfg.admin.public_url) == (3600.0, 2.0, "https://panel.example/")
+    assert "notify" in config.PARTS
+    for bad, key in (('timeout = "0s"', "notify.timeout"), ("retry_intervals = []", "notify.retry_intervals")):
+        f.write_text(f"[notify]\n{bad}\n")
+        with pytest.raises(ConfigError) as e:
+            config.load(f, {})
+        assert str(e.value).startswith(key)
 
 
 @pytest.mark.parametrize("section,key,value,default", NOT_BUILT)

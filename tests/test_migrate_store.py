@@ -10,7 +10,9 @@ from pathlib import Path
 
 from relay.control import Choice
 from relay.policy import UserPolicy
-from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
+from relay.notify_rules import attempt_result
+from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult, WebhookSpec
+from relay.webhook_client import PostResult
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
 
@@ -39,8 +41,11 @@ async def filled_sqlite(path: Path) -> SqliteStore:
     [m] = await store.claim("w", T0, 1, 60)
     await store.save_links(sent, [(0, "https://example.com/a")])
     await store.finish(sent, [RecipientResult(r.id, "sent") for r in m.recipients], T0 + 1)
+    await store.add_webhook(alice.id, WebhookSpec("https://hooks.example/x"), "whsec", T0)
     copy = await store.copy_target("tok-SENT")
     await store.record_hits([NewEvent(copy.copy_id, sent, "click", T0 + 60, 0, "203.0.113.0", "UA", "human")])
+    [tried, _] = await store.claim_deliveries("n", T0 + 60, 1, 60) + [None]  # one of the two; the other waits
+    await store.finish_delivery(attempt_result(tried, PostResult(500, 0.1, "HTTP 500"), T0 + 61, [10.0], 86400))
     await store.spool(mail("WAITING", alice.id, T0 + 10))  # still queued: its body moves too
     return store
 
@@ -79,6 +84,10 @@ async def test_sqlite_to_postgresql_keeps_users_policies_mail_and_events(tmp_pat
         [waiting] = await target.claim("w", T0 + 100, 10, 60)
         assert waiting.queue_id == "WAITING" and waiting.body.endswith(b"body WAITING")
         assert (await target.add_user("dan@example.com", "h")).id == 3  # new ids continue after the copied
+        [hook] = await target.webhooks(1)
+        assert (hook.secret, hook.failing_since) == ("whsec", T0 + 61)
+        assert sorted((d.status, d.attempts, len(d.tries)) for d in await target.deliveries(hook.id)) == [
+            ("queued", 0, 0), ("queued", 1, 1)]  # made at the same time: in no particular order
     finally:
         await target.close()
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from admin import make_admin_app
 from admin.keys import AdminSettings
-from admin.ops import register_mail_metrics
+from admin.ops import register_mail_metrics, register_notify_metrics
 from relay.auth import hash_password, new_password
 from relay.config import PARTS, Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
@@ -22,6 +22,7 @@ from relay.http_hits import HitsServer, HttpLimits
 from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
+from relay.notify import NotifySettings, NotifyWorker
 from relay.netaddr import parse_networks
 from relay.credentials import Credentials
 from relay.smtpd import RelayHandler, SmtpPolicy, start_listener
@@ -62,6 +63,7 @@ class App:
         self.metrics = Metrics()
         self.recorder: HitRecorder | None = None
         self.hits: HitTracker | None = None
+        self.notify: NotifyWorker | None = None
         self._tasks: list[asyncio.Task] = []
         self._cleanups: list[Callable[[], Any]] = []
         self._stopped = False
@@ -78,6 +80,8 @@ class App:
         try:
             if "delivery" in self.parts and not self.delivery_command:
                 self._start_delivery()
+            if "notify" in self.parts:
+                self._start_notify()
             if "smtp" in self.parts:
                 await self._start_smtp()
             if "hits" in self.parts:
@@ -124,6 +128,17 @@ class App:
                                        clock=self.clock, rewriter=rewriter)
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
 
+    def _start_notify(self) -> None:
+        cfg = self.cfg.notify
+        settings = NotifySettings(retry_intervals=cfg.retry_intervals, max_age=cfg.max_age, timeout=cfg.timeout,
+                                  allow_private=cfg.allow_private_targets, panel_url=self.cfg.admin.public_url,
+                                  # alone (--only notify) nothing wakes it after a hit batch: look more often
+                                  poll=1.0 if "hits" in self.parts else 0.2,
+                                  # a claim outlives its attempt however long notify.timeout is
+                                  lease=max(120.0, 4 * cfg.timeout))
+        self.notify = NotifyWorker(self.store, settings, self.metrics, clock=self.clock)
+        self._tasks.append(asyncio.create_task(self.notify.run(), name="notify"))
+
     async def _start_smtp(self) -> None:
         cfg = self.cfg.smtp
         policy = SmtpPolicy(
@@ -154,7 +169,8 @@ class App:
 
     async def _start_hits(self) -> None:
         cfg = self.cfg
-        self.recorder = HitRecorder(self.store, self.metrics, RecorderSettings(max_queue=cfg.http.hit_queue_size))
+        self.recorder = HitRecorder(self.store, self.metrics, RecorderSettings(max_queue=cfg.http.hit_queue_size),
+                                    on_recorded=self._wake_notify)
         self.recorder.start()
         self.hits = HitTracker(self.store, self.recorder, self.metrics, TrackerSettings(
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
@@ -172,16 +188,23 @@ class App:
         register_mail_metrics(self.metrics, self.store,
                               accepted=lambda: self.handler.accepted if self.handler else 0,
                               results=lambda: self.delivery.counts if self.delivery else {})
+        register_notify_metrics(self.metrics, self.store)
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key,
                                  https=urlsplit(self.cfg.admin.public_url).scheme == "https",
                                  trusted_proxies=parse_networks(self.cfg.http.trusted_proxies),
-                                 login_attempts_per_minute=self.cfg.admin.login_attempts_per_minute)
+                                 login_attempts_per_minute=self.cfg.admin.login_attempts_per_minute,
+                                 allow_private_targets=self.cfg.notify.allow_private_targets,
+                                 webhook_timeout=self.cfg.notify.timeout, panel_url=self.cfg.admin.public_url)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
                                               lambda h, p: listen(runner.server, h, p))
+
+    def _wake_notify(self) -> None:
+        if self.notify:
+            self.notify.wake()
 
     def _wake_delivery(self) -> None:
         # a method, not the worker's own: the delivery process starts after the SMTP listener
@@ -199,6 +222,8 @@ class App:
             await server.wait_closed()
         if self.delivery:
             await self.delivery.stop()
+        if self.notify:
+            self.notify.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -24,6 +24,7 @@ from relay.config import PARTS, Config
 from relay.errors import ConfigError, TrackrelayError
 from relay.policy import UserPolicy, parse_policy_updates, privacy_entry
 from relay.store import Store, open_store
+from trackrelay import webhook_cli
 
 log = logging.getLogger("trackrelay")
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "serve":
             # uvloop: the same asyncio API, about a fifth more mail and hits per second
             return uvloop.run(_serve(cfg, args))
+        args.cfg = cfg  # for the verbs that act on the network (webhook test) as the relay would
         return asyncio.run(_with_store(cfg, args.handler, args))
     except (TrackrelayError, ValueError) as e:
         print(f"trackrelay: {e}", file=sys.stderr)
@@ -104,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
             one.add_argument("entry", metavar="ADDRESS")
             one.set_defaults(handler=_privacy_edit, kind=kind)
         sub.add_parser("list", parents=[common]).set_defaults(handler=_privacy_list, kind=kind)
+    webhook_cli.add_parser(verbs, common)
     move = verbs.add_parser("migrate-store", help="copy every user, message and event into another (empty) store")
     move.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:///var/trackrelay.db")
     move.add_argument("--to", dest="target", required=True, metavar="URL", help="e.g. postgresql://user:pw@host/db")

@@ -33,6 +33,7 @@ from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.pg_schema import MIGRATIONS
 from relay.store.postgres_reports import PgReportsMixin
 from relay.store.postgres_transfer import PgTransferMixin
+from relay.store.postgres_webhooks import PgWebhooksMixin
 
 log = logging.getLogger(__name__)
 # any constant of our own: every node migrating the same database takes the same lock
@@ -56,7 +57,7 @@ def public_address(dsn: str) -> str:
     return f"{scheme}{sep}{user}@{host}" if user else f"{scheme}{sep}{host}"
 
 
-class PostgresStore(PgReportsMixin, PgTransferMixin):
+class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
     def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.dsn = dsn
         self._sizes = (min_connections, max_connections)

@@ -19,6 +19,7 @@ from relay.records import (
     User,
 )
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.postgres_webhooks import enabled_webhooks, insert_deliveries
 
 _COUNT_COLUMNS = (
     "COUNT(*) FILTER (WHERE type = 'open'), COUNT(*) FILTER (WHERE type = 'open' AND class = 'human'),"
@@ -120,11 +121,11 @@ async def _record_hits(c: asyncpg.Connection, events: Sequence[NewEvent]) -> int
     # FOR UPDATE on the copies: two hits processes recording for one copy take turns, so
     # "the first human open" (and its notification) is decided once
     rows = await c.fetch(
-        "SELECT k.id, k.recipient, k.message_id, m.user_id, m.subject, p.notify FROM copies k"
-        " JOIN messages m ON m.id = k.message_id LEFT JOIN policies p ON p.user_id = m.user_id"
+        "SELECT k.id, k.recipient, k.message_id, m.user_id, m.subject, m.message_id AS header_id, p.notify"
+        " FROM copies k JOIN messages m ON m.id = k.message_id LEFT JOIN policies p ON p.user_id = m.user_id"
         " WHERE k.id = ANY($1::bigint[]) ORDER BY k.id FOR UPDATE OF k", copy_ids)
-    copies = {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"])
-              for r in rows}
+    copies = {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"],
+                                 r["header_id"]) for r in rows}
     pairs = open_questions(events)
     opened = {(r[0], r[1]) for r in await c.fetch(
         "SELECT p.copy_id, p.cls FROM unnest($1::bigint[], $2::text[]) AS p (copy_id, cls) WHERE EXISTS"
@@ -133,12 +134,15 @@ async def _record_hits(c: asyncpg.Connection, events: Sequence[NewEvent]) -> int
     links = {(r[0], r[1]): r[2] for r in await c.fetch(
         "SELECT message_id, position, url FROM links WHERE message_id = ANY($1::bigint[])",
         sorted({f.message_id for f in copies.values()}))}
-    plan = plan_hits(events, copies, opened, links)
+    owners = sorted({f.user_id for f in copies.values() if f.user_id is not None})
+    plan = plan_hits(events, copies, opened, links, await enabled_webhooks(c, owners))
     await insert_events(c, plan.events)
     await c.executemany(
         "INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [(n.user_id, n.message_id, n.type, n.recipient, n.url, n.text, n.at) for n in plan.notifications])
+    if plan.deliveries:  # the webhook outbox: in this transaction, so no notification is lost
+        await insert_deliveries(c, plan.deliveries)
     return plan.stored
 
 

@@ -148,4 +148,48 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN from_owned INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: webhooks and their durable outbox. A delivery's id is its event id (the same on every
+    # retry); hits and the deliveries they cause are written in one transaction.
+    # MIGNUM: outbox branch, webhooks + webhook_deliveries + webhook_attempts
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        events TEXT NOT NULL,
+        humans_only INTEGER NOT NULL DEFAULT 1,
+        first_only INTEGER NOT NULL DEFAULT 1,
+        unopened_after REAL NOT NULL DEFAULT 259200,
+        digest REAL NOT NULL DEFAULT 0,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        secret TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        failing_since REAL
+    );
+    CREATE INDEX webhooks_user ON webhooks(user_id);
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        webhook_id INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        payload TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        locked_by TEXT,
+        locked_until REAL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(due_at) WHERE status = 'queued';
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, created_at);
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        status_code INTEGER,
+        latency REAL NOT NULL,
+        error TEXT NOT NULL
+    );
+    CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);
+    """,
 ]

@@ -27,6 +27,7 @@ from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
 from relay.store.sqlite_transfer import TransferMixin
+from relay.store.sqlite_webhooks import WebhooksMixin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +38,7 @@ _PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "add
 CHECKPOINT_EVERY = 5.0
 
 
-class SqliteStore(ReportsMixin, TransferMixin):
+class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin):
     def __init__(self, path: str) -> None:
         self.path = path
         self._runner = SqliteRunner(path)

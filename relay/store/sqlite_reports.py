@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from relay.errors import StoreUnavailable
 from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.sqlite_webhooks import enabled_webhooks, insert_deliveries
 from relay.records import (
     EventReport,
     HitCounts,
@@ -141,8 +142,9 @@ def _guarded(job: Any, c: sqlite3.Connection, *args: Any) -> Any:
 def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
     copy_ids = sorted({e.copy_id for e in events})
     copies = _copy_facts(c, copy_ids)
+    owners = sorted({f.user_id for f in copies.values() if f.user_id is not None})
     plan = plan_hits(events, copies, _opened(c, open_questions(events)),
-                     _links(c, {f.message_id for f in copies.values()}))
+                     _links(c, {f.message_id for f in copies.values()}), enabled_webhooks(c, owners))
     rows = [(e.copy_id, e.message_id, e.type, e.at, e.position, e.ip, e.user_agent, e.cls, int(e.implied))
             for e in plan.events]
     # One statement for the whole batch: sqlite3 releases and retakes the GIL around every
@@ -153,6 +155,8 @@ def _record_hits(c: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
         c.executemany(
             "INSERT INTO notifications (user_id, message_id, type, recipient, url, text, at) VALUES (?,?,?,?,?,?,?)",
             [(n.user_id, n.message_id, n.type, n.recipient, n.url, n.text, n.at) for n in plan.notifications])
+    if plan.deliveries:  # the webhook outbox: in this transaction, so no notification is lost
+        insert_deliveries(c, plan.deliveries)
     return plan.stored
 
 
@@ -162,11 +166,11 @@ def _marks(values: Sequence[Any]) -> str:
 
 def _copy_facts(c: sqlite3.Connection, copy_ids: Sequence[int]) -> dict[int, CopyFacts]:
     rows = c.execute(
-        "SELECT k.id, k.recipient, k.message_id, m.user_id, m.subject, p.notify FROM copies k"
-        " JOIN messages m ON m.id = k.message_id LEFT JOIN policies p ON p.user_id = m.user_id"
+        "SELECT k.id, k.recipient, k.message_id, m.user_id, m.subject, m.message_id AS header_id, p.notify"
+        " FROM copies k JOIN messages m ON m.id = k.message_id LEFT JOIN policies p ON p.user_id = m.user_id"
         f" WHERE k.id IN ({_marks(copy_ids)})", copy_ids)
-    return {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"])
-            for r in rows}
+    return {r["id"]: CopyFacts(r["message_id"], r["user_id"], r["recipient"], r["subject"], r["notify"],
+                               r["header_id"]) for r in rows}
 
 
 def _opened(c: sqlite3.Connection, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:

@@ -17,6 +17,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("events", ("id",)),
     ("notifications", ("id",)),
     ("captured", ("id",)),
+    ("webhooks", ("id",)),
+    ("webhook_deliveries", ("webhook_id", "id")),  # a text id: no sequence to move on
+    ("webhook_attempts", ("id",)),
     # panel sessions are not copied: after a move, users log in again
 )
 KEYS = dict(TABLES)
