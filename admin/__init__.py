@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import api, ops, panel, privacy_api, webhooks_api
+from admin import api, ops, panel, privacy_api, tokens_api, webhooks_api
 from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
 from relay.metrics import Metrics
 from relay.store import Store
@@ -18,10 +18,12 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     app[STORE] = store
     app[METRICS] = metrics
     app[SETTINGS] = settings
+    app[api.USE_CLOCK] = api.UseClock()
     ops.add_routes(app)
     api_app = api.make_api_app()
     privacy_api.add_routes(api_app)
     webhooks_api.add_routes(api_app)
+    tokens_api.add_routes(api_app)
     app.add_subapp("/api/v1/", api_app)
     panel.setup(app)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
@@ -76,12 +77,41 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     if scheme.lower() != "bearer" or not token:
         return api_error(401, "missing bearer token (Authorization: Bearer <token>)",
                          {"WWW-Authenticate": 'Bearer realm="trackrelay"'})
-    user = await request.config_dict[STORE].user_by_api_token(token_hash(token))
+    digest = token_hash(token)
+    user = await request.config_dict[STORE].user_by_api_token(digest)
     if user is None:
         return api_error(401, "invalid or revoked token",
                          {"WWW-Authenticate": 'Bearer realm="trackrelay", error="invalid_token"'})
     request[USER] = user
+    await _note_use(request, digest)
     return await handler(request)
+
+
+class UseClock:
+    """When each token was last noted as used, so a busy client costs one write a minute, not one a request."""
+
+    EVERY = 60.0
+    MAX_KEYS = 10000
+
+    def __init__(self) -> None:
+        self._noted: dict[str, float] = {}
+
+    def due(self, digest: str, now: float) -> bool:
+        if now - self._noted.get(digest, 0.0) < self.EVERY:
+            return False
+        if len(self._noted) >= self.MAX_KEYS:
+            self._noted.clear()
+        self._noted[digest] = now
+        return True
+
+
+USE_CLOCK = web.AppKey("token_use_clock", UseClock)
+
+
+async def _note_use(request: web.Request, digest: str) -> None:
+    now = time.time()
+    if request.config_dict[USE_CLOCK].due(digest, now):
+        await request.config_dict[STORE].touch_api_token(digest, now)
 
 
 def rfc3339(ts: float | None) -> str | None:

@@ -19,6 +19,16 @@ class User:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A user's API token as listed: never its value, which is shown once at creation."""
+
+    id: int
+    name: str
+    created_at: float
+    last_used_at: float | None
+
+
+@dataclass(frozen=True)
 class NewCopy:
     """One rewritten copy: per recipient, or shared by many above tracking.max_split."""
 

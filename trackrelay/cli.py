@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     token = verbs.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", parents=[common])
     create.add_argument("email")
+    create.add_argument("--name", default="cli", help="shown in the token list (default: cli)")
     create.set_defaults(handler=_token_create)
 
     policy = verbs.add_parser("policy", help="a user's tracking policy").add_subparsers(dest="action", required=True)
@@ -241,7 +242,7 @@ async def _user_del(store: Store, args: Any) -> int:
 async def _token_create(store: Store, args: Any) -> int:
     user = await _need_user(store, args.email)
     token = new_api_token()
-    await store.add_api_token(user.id, token_hash(token))
+    await store.add_api_token(user.id, token_hash(token), args.name)
     print(token)
     return 0
 

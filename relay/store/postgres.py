@@ -21,6 +21,7 @@ from relay.control import Choice
 from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
+    ApiToken,
     ClaimedMessage,
     CopyRef,
     CopyTarget,
@@ -178,9 +179,24 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
     async def delete_user(self, email: str) -> bool:
         return _count(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1
 
-    async def add_api_token(self, user_id: int, token_hash: str) -> None:
-        await self._execute("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
-                            user_id, token_hash, time.time())
+    async def add_api_token(self, user_id: int, token_hash: str, name: str = "") -> ApiToken:
+        now = time.time()
+        async with self._conn() as c:
+            token_id = await c.fetchval(
+                "INSERT INTO api_tokens (user_id, token_hash, created_at, name) VALUES ($1, $2, $3, $4)"
+                " RETURNING id", user_id, token_hash, now, name)
+        return ApiToken(token_id, name, now, None)
+
+    async def api_tokens(self, user_id: int) -> list[ApiToken]:
+        return [ApiToken(r["id"], r["name"], r["created_at"], r["last_used_at"]) for r in await self._fetch(
+            "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id", user_id)]
+
+    async def delete_api_token(self, user_id: int, token_id: int) -> bool:
+        return _count(await self._execute(
+            "DELETE FROM api_tokens WHERE id = $1 AND user_id = $2", token_id, user_id)) == 1
+
+    async def touch_api_token(self, token_hash: str, now: float) -> None:
+        await self._execute("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2", now, token_hash)
 
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return _user(await self._fetchrow(

@@ -192,4 +192,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);
     """,
+    # 6: API tokens have a name and remember when they were last used (the panel and the API list them)
+    """
+    ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE api_tokens ADD COLUMN last_used_at REAL;
+    """,
 ]

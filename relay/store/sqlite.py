@@ -14,6 +14,7 @@ from relay.control import Choice
 from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
+    ApiToken,
     ClaimedMessage,
     CopyRef,
     CopyTarget,
@@ -131,12 +132,28 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin):
             lambda c: c.execute("DELETE FROM users WHERE email = ?", (email.lower(),)).rowcount == 1
         )
 
-    async def add_api_token(self, user_id: int, token_hash: str) -> None:
-        await self._runner.write(lambda c: _conflicts(
+    async def add_api_token(self, user_id: int, token_hash: str, name: str = "") -> ApiToken:
+        now = time.time()
+        token_id = await self._runner.write(lambda c: _conflicts(
             lambda c: c.execute(
-                "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (?, ?, ?)",
-                (user_id, token_hash, time.time()),
-            ), c))
+                "INSERT INTO api_tokens (user_id, token_hash, created_at, name) VALUES (?, ?, ?, ?)",
+                (user_id, token_hash, now, name),
+            ).lastrowid, c))
+        return ApiToken(token_id, name, now, None)
+
+    async def api_tokens(self, user_id: int) -> list[ApiToken]:
+        return await self._runner.read(lambda c: [
+            ApiToken(r["id"], r["name"], r["created_at"], r["last_used_at"]) for r in c.execute(
+                "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = ? ORDER BY id",
+                (user_id,))])
+
+    async def delete_api_token(self, user_id: int, token_id: int) -> bool:
+        return await self._runner.write(lambda c: c.execute(
+            "DELETE FROM api_tokens WHERE id = ? AND user_id = ?", (token_id, user_id)).rowcount == 1)
+
+    async def touch_api_token(self, token_hash: str, now: float) -> None:
+        await self._runner.write(lambda c: c.execute(
+            "UPDATE api_tokens SET last_used_at = ? WHERE token_hash = ?", (now, token_hash)))
 
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return await self._runner.read(

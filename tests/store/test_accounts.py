@@ -70,3 +70,19 @@ async def test_a_new_password_ends_the_users_panel_sessions(store):
     assert await store.set_password("Alice@Example.com", "new-hash")
     assert await store.panel_session("a1") is None and await store.panel_session("b1") is not None
     assert (await store.user_by_email("alice@example.com")).password_hash == "new-hash"
+
+
+async def test_api_tokens_are_listed_used_and_deleted_per_user(store):
+    alice = await store.add_user("alice@example.com", "h")
+    bob = await store.add_user("bob@example.com", "h")
+    made = await store.add_api_token(alice.id, "hash-a", "laptop")
+    await store.add_api_token(bob.id, "hash-b", "")
+    [listed] = await store.api_tokens(alice.id)
+    assert listed == made and listed.name == "laptop" and listed.last_used_at is None and listed.created_at > 0
+    await store.touch_api_token("hash-a", 1234.5)
+    assert (await store.api_tokens(alice.id))[0].last_used_at == 1234.5
+    assert not await store.delete_api_token(bob.id, made.id)  # not bob's
+    assert (await store.user_by_api_token("hash-a")).id == alice.id
+    assert await store.delete_api_token(alice.id, made.id)
+    assert await store.user_by_api_token("hash-a") is None and await store.api_tokens(alice.id) == []
+    assert len(await store.api_tokens(bob.id)) == 1
