@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,30 @@ def test_webhooks(run):
     assert run("webhook", "del", hook_id).returncode == 0
     assert run("webhook", "del", hook_id).stderr.strip() == f"trackrelay: no such webhook: {hook_id}"
     assert len(run("webhook", "list").stdout.splitlines()) == 1
+
+
+def test_only_is_repeatable_and_runs_just_those_parts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    env.update(TRACKRELAY_STORE_URL=f"sqlite:///{tmp_path}/cli.db", TRACKRELAY_SMTP_LISTEN="127.0.0.1:0",
+               TRACKRELAY_HTTP_LISTEN="127.0.0.1:0", TRACKRELAY_ADMIN_LISTEN="127.0.0.1:0",
+               TRACKRELAY_LOG_LEVEL="INFO")
+    proc = subprocess.Popen([TRACKRELAY, "serve", "--only", "smtp", "--only", "hits", "--only", "smtp"],
+                            env=env, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # the log; "trackrelay running" comes after every listener is up
+            lines.append(line)
+            if "trackrelay running" in line:
+                break
+        log = "".join(lines)
+        assert "trackrelay running (smtp, hits)" in log, log
+        ports = dict(re.findall(r"(\w+) listening on 127\.0\.0\.1:(\d+)", log))
+        assert set(ports) == {"smtp", "hits"}  # no admin listener, no first admin printed
+        with socket.create_connection(("127.0.0.1", int(ports["smtp"])), timeout=10) as smtp:
+            assert smtp.recv(100).startswith(b"220 ")
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['hits']}/healthz", timeout=10) as health:
+            assert health.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "first admin" not in out

@@ -43,13 +43,16 @@ def state_dir(cfg: Config) -> Path:
 
 
 class App:
-    """delivery_command: how to start `serve --only delivery` as a child process; given, a full
-    `serve` runs delivery there (unless the config says otherwise), else on its own loop."""
+    """only: the parts to run (one name or several; None: all). delivery_command: how to start
+    `serve --only delivery` as a child process; given, a full `serve` runs delivery there
+    (unless the config says otherwise), else on its own loop."""
 
-    def __init__(self, cfg: Config, only: str | None = None, *, clock: Callable[[], float] = time.time,
-                 store: Store | None = None, delivery_command: Sequence[str] | None = None) -> None:
+    def __init__(self, cfg: Config, only: str | Sequence[str] | None = None, *,
+                 clock: Callable[[], float] = time.time, store: Store | None = None,
+                 delivery_command: Sequence[str] | None = None) -> None:
         self.cfg = cfg
-        self.parts = (only,) if only else PARTS
+        chosen = {only} if isinstance(only, str) else set(only or PARTS)
+        self.parts = tuple(part for part in PARTS if part in chosen)
         self.delivery_command = delivery_command if (
             not only and cfg.delivery.separate_process and cfg.upstream.auth != "passthrough") else None
         self.clock = clock

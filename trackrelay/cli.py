@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     verbs = p.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", parents=[common], help="run the relay")
-    serve.add_argument("--only", choices=PARTS, help="run one part alone (scale-out)")
+    serve.add_argument("--only", choices=PARTS, action="append",
+                       help="run only this part (repeat for several in one process; scale-out)")
     # set by `serve` for its delivery process: wake and stop through stdin, report on stdout
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     init = verbs.add_parser("init", parents=[common], help="write a commented config with fresh secrets")
@@ -157,7 +158,7 @@ async def _serve(cfg: Config, args: Any) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
-    if only in (None, "admin"):
+    if "admin" in app.parts:
         first = await app.ensure_first_admin()
         if first:
             print(f"first admin: {first[0]} password: {first[1]}", flush=True)
