@@ -17,7 +17,8 @@
 #   DUR=10s CONNS=50 THREADS=2 HTTP_REPS=2 (wrk), BASE_PORT=27500 (uses 6 ports from it),
 #   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench,
 #   SPLIT=1 (the relay as separate processes on one store: serve --only smtp, --only delivery,
-#   and HITS_PROCESSES=2 x --only hits sharing the public port).
+#   and HITS_PROCESSES=2 x --only hits sharing the public port),
+#   STORE=sqlite|postgresql (the relay's store; postgresql: a private server started here).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,12 +46,15 @@ RELAY_SMTP_PORT=$((BASE_PORT + 2))
 RELAY_HTTP_PORT=$((BASE_PORT + 3))
 RELAY_ADMIN_PORT=$((BASE_PORT + 4))
 NGINX_PORT=$((BASE_PORT + 5))
+PG_PORT=$((BASE_PORT + 6))
+STORE=${STORE:-sqlite}
 
 source "$BENCH/lib/common.sh"
 source "$BENCH/lib/sink.sh"
 source "$BENCH/lib/postfix.sh"
 source "$BENCH/lib/nginx.sh"
 source "$BENCH/lib/relay.sh"
+source "$BENCH/lib/pg.sh"
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -69,6 +73,7 @@ want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 for v in N REPS CONC TRACK_CONC E2E_TIMEOUT RUNS CONNS THREADS HTTP_REPS BASE_PORT; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "$v must be a whole number >= 1 (got '${!v}')"
 done
+[[ $STORE == sqlite || $STORE == postgresql ]] || die "STORE must be sqlite or postgresql (got '$STORE')"
 [[ $DUR =~ ^[0-9]+s?$ ]] || die "DUR must be seconds, e.g. 10s (got '$DUR')"
 ((${DUR%s} <= 120)) || die "DUR is capped at 120s"
 ((N <= 100000 && RUNS <= 100000 && REPS <= 20 && HTTP_REPS <= 20)) || die "N/RUNS/REPS out of range"
@@ -134,7 +139,7 @@ ensure_relay() {
 "$PY" "$BENCH/data/make_newsletter.py" "$WORK/data" >&2
 ENV_JSON=$WORK/env.json
 "$PY" - "$ENV_JSON" "$ROOT" "${PARTS[*]}" \
-  "N=$N REPS=$REPS CONC=$CONC TRACK_CONC=$TRACK_CONC RUNS=$RUNS DUR=$DUR CONNS=$CONNS THREADS=$THREADS HTTP_REPS=$HTTP_REPS REUSE=${REUSE:-0} SPLIT=${SPLIT:-0} HITS_PROCESSES=${HITS_PROCESSES:-2}" <<'PY'
+  "N=$N REPS=$REPS CONC=$CONC TRACK_CONC=$TRACK_CONC RUNS=$RUNS DUR=$DUR CONNS=$CONNS THREADS=$THREADS HTTP_REPS=$HTTP_REPS REUSE=${REUSE:-0} SPLIT=${SPLIT:-0} HITS_PROCESSES=${HITS_PROCESSES:-2} STORE=$STORE" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, root, parts, knobs = sys.argv[1:]
 def sh(*cmd):
@@ -151,6 +156,10 @@ json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "parts": parts.split(),
            "load_before": " ".join(open("/proc/loadavg").read().split()[:3]), "commit": commit, "knobs": knobs},
           open(out, "w"))
 PY
+
+if [[ $STORE == postgresql ]]; then
+  pg_start "$PG_PORT" || die "STORE=postgresql: no PostgreSQL (see $WORK/pg.log)"
+fi
 
 # ---------------------------------------------------------------- 2. rewrite (runs first, before
 # any server is started: nothing of ours competes with it for the CPU)
@@ -221,7 +230,7 @@ if want hits; then
     note hits "hits: not available yet (nothing listens on http.listen 127.0.0.1:$RELAY_HTTP_PORT)"
   elif ! { relay_policy always && smtp_probe "$RELAY_SMTP_PORT" 1 >/dev/null; }; then
     note hits "hits: not available yet (no tracked mail got through the relay to find a token)"
-  elif ! TOKPOS=$("$PY" "$BENCH/lib/hits.py" token --db "$RELAY_DB" 2>"$WORK/raw/token.err"); then
+  elif ! TOKPOS=$("$PY" "$BENCH/lib/hits.py" token --db "$RELAY_STORE" 2>"$WORK/raw/token.err"); then
     note hits "hits: not available yet ($(tail -1 "$WORK/raw/token.err"))"
   elif ! LOCATION=$("$PY" "$BENCH/lib/hits.py" check --base "http://127.0.0.1:$RELAY_HTTP_PORT" \
       --token "${TOKPOS% *}" --pos "${TOKPOS#* }" --gif-out "$WORK/raw/relay-pixel.gif" 2>"$WORK/raw/check.err"); then
@@ -244,7 +253,7 @@ if want hits; then
       for ep in pixel click; do
         if [[ $ep == pixel ]]; then path="/o/$TOKEN.gif"; else path="/c/$TOKEN/$POS"; fi
         ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep"
-        ensure_relay hits && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_DB"
+        ensure_relay hits && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_STORE"
       done
     done
     ensure_relay hits || true
@@ -254,6 +263,7 @@ fi
 
 # ---------------------------------------------------------------- report
 relay_stop
+pg_stop
 "$PY" - "$ENV_JSON" <<'PY'
 import json, sys
 env = json.load(open(sys.argv[1]))

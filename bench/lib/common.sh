@@ -89,5 +89,6 @@ cleanup_all() {
     done < <(tac "$WORK/pids")
     rm -f "$WORK/pids"
   fi
+  declare -F pg_stop >/dev/null && pg_stop  # last: the relay processes above used it
   exit "$rc"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hits-server helpers: find a real token, check the endpoints, and one bounded wrk run.
 
-  hits.py token --db RELAY.db [--timeout 30]
+  hits.py token --db RELAY.db|postgresql://... [--timeout 30]
       wait for a delivered tracked copy; print "TOKEN POSITION" (POSITION: its first
       rewritten link, from the links table)
   hits.py check --base http://127.0.0.1:PORT --token T --pos N --gif-out FILE
@@ -37,12 +37,30 @@ SETTLE_QUIET = 2.0  # seconds without a new event row = the writer has caught up
 SETTLE_LIMIT = 30.0
 
 
-def events(db: str) -> int:
+def query(db: str, sql: str) -> list[tuple]:
+    """A read on the relay's store: a SQLite file, or a postgresql:// URL (STORE=postgresql)."""
+    if db.startswith(("postgresql://", "postgres://")):
+        import asyncio
+
+        import asyncpg
+
+        async def fetch() -> list[tuple]:
+            conn = await asyncpg.connect(db, timeout=10)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def events(db: str) -> int:
+    return query(db, "SELECT COUNT(*) FROM events")[0][0]
 
 
 def settle(db: str) -> tuple[int, float]:
@@ -60,15 +78,12 @@ def cmd_token(a: argparse.Namespace) -> int:
     deadline = time.monotonic() + a.timeout
     while time.monotonic() < deadline:
         try:
-            con = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True, timeout=5)
-            row = con.execute(
-                "SELECT c.token, MIN(l.position) FROM copies c JOIN links l ON l.message_id = c.message_id"
-                " WHERE c.opens = 1 AND c.clicks = 1 GROUP BY c.id ORDER BY c.id DESC LIMIT 1").fetchone()
-            con.close()
-            if row and row[0] is not None and row[1] is not None:
-                print(row[0], row[1])
+            rows = query(a.db, "SELECT c.token, MIN(l.position) FROM copies c JOIN links l ON l.message_id ="
+                               " c.message_id WHERE c.opens AND c.clicks GROUP BY c.id ORDER BY c.id DESC LIMIT 1")
+            if rows and rows[0][0] is not None and rows[0][1] is not None:
+                print(rows[0][0], rows[0][1])
                 return 0
-        except sqlite3.Error:
+        except Exception:  # not there yet (sqlite3 or asyncpg): try again until the deadline
             pass
         time.sleep(0.2)
     print("no tracked copy with saved links in the store", file=sys.stderr)
@@ -162,7 +177,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             res.update(stored=stored, settle_s=waited,
                        lost=max(0, (res["requests"] or 0) - stored))
         res["status"] = "ok"
-    except (RuntimeError, subprocess.TimeoutExpired, sqlite3.Error) as e:
+    except Exception as e:  # wrk, a timeout, or the store: reported in the results, not raised
         res.update(status="error", error=str(e)[:300])
     line = json.dumps(res)
     print(f"  {res.get('target', '?'):6} {res.get('endpoint', '?'):6} rps={res.get('rps')} p99={res.get('p99_ms')}ms "

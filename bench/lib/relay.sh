@@ -9,6 +9,7 @@
 
 RELAY_CONF=""
 RELAY_DB=""
+RELAY_STORE=""
 RELAY_PID=""
 RELAY_PARTS=()  # with SPLIT=1: the delivery and hits processes beside the SMTP one
 RELAY_LOG=""
@@ -21,6 +22,8 @@ relay_start() {
   mkdir -p "$dir"
   RELAY_CONF=$dir/trackrelay.toml
   RELAY_DB=$dir/relay.db
+  RELAY_STORE=$RELAY_DB  # what bench/lib/hits.py reads: the SQLite file, or PostgreSQL's URL
+  [[ ${STORE:-sqlite} == postgresql ]] && RELAY_STORE=$PG_URL
   RELAY_LOG=$dir/relay.log
   require_free_port "$smtp_port" "relay smtp"
   require_free_port "$http_port" "relay http"
@@ -37,7 +40,7 @@ rate_limit_per_minute = 0
 url = "smtp://127.0.0.1:$sink_port"
 
 [store]
-url = "sqlite:///$RELAY_DB"
+url = "$( [[ ${STORE:-sqlite} == postgresql ]] && echo "$PG_URL" || echo "sqlite:///$RELAY_DB")"
 
 [http]
 listen = "127.0.0.1:$http_port"
