@@ -5,9 +5,11 @@ make_admin_app builds the aiohttp application; each part registers its own route
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from aiohttp import web
 
-from admin import api, ops, panel, privacy_api, tokens_api, webhooks_api
+from admin import api, notifications_api, ops, panel, privacy_api, tokens_api, webhooks_api
 from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
 from relay.metrics import Metrics
 from relay.store import Store
@@ -19,11 +21,13 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     app[METRICS] = metrics
     app[SETTINGS] = settings
     app[api.USE_CLOCK] = api.UseClock()
+    app[notifications_api.STREAMS] = Counter()
     ops.add_routes(app)
     api_app = api.make_api_app()
     privacy_api.add_routes(api_app)
     webhooks_api.add_routes(api_app)
     tokens_api.add_routes(api_app)
+    notifications_api.add_routes(api_app)
     app.add_subapp("/api/v1/", api_app)
     panel.setup(app)
     return app

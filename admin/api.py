@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from admin.keys import SETTINGS, STORE, USER, mail_scope, request_user
+from admin.sessions import PANEL_USER, STREAM_PATH
 from relay.auth import token_hash
 from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy, parse_policy_updates
@@ -32,7 +33,6 @@ def make_api_app() -> web.Application:
     api = web.Application(middlewares=[bearer_auth])
     api.router.add_get("/messages", list_messages)
     api.router.add_get("/messages/{id}", get_message)
-    api.router.add_get("/notifications", list_notifications)
     api.router.add_get("/policy", get_policy)
     api.router.add_put("/policy", put_policy)
     return api
@@ -74,6 +74,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
+    if not token and request.path == STREAM_PATH and PANEL_USER in request:  # the bell, in a page
+        request[USER] = request[PANEL_USER]
+        return await handler(request)
     if scheme.lower() != "bearer" or not token:
         return api_error(401, "missing bearer token (Authorization: Bearer <token>)",
                          {"WWW-Authenticate": 'Bearer realm="trackrelay"'})
@@ -125,7 +128,7 @@ def _scope(request: web.Request) -> int | None:
     return mail_scope(request_user(request), request.config_dict[SETTINGS])
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -166,7 +169,7 @@ def _event(e: EventReport) -> dict[str, Any]:
             "user_agent": e.user_agent, "class": e.cls, "implied": e.implied}
 
 
-def _notification(n: Notification) -> dict[str, Any]:
+def notification_json(n: Notification) -> dict[str, Any]:
     return {"id": n.id, "type": n.type, "at": rfc3339(n.at), "read": n.read, "recipient": n.recipient,
             "url": n.url, "text": n.text,
             "message": {"id": n.message_id, "message_id": n.message_header_id, "subject": n.subject}}
@@ -189,8 +192,8 @@ async def list_messages(request: web.Request) -> web.Response:
         if tracked_raw.lower() not in ("1", "true", "0", "false"):
             raise web.HTTPBadRequest(reason="tracked: expected 1 or 0")
         tracked = tracked_raw.lower() in ("1", "true")
-    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0, 10**9)
     reports = await request.config_dict[STORE].message_reports(_scope(request), tracked=tracked,
                                                                limit=limit, offset=offset)
     return json_response({"messages": [_message(m) for m in reports]})
@@ -211,12 +214,6 @@ async def get_message(request: web.Request) -> web.Response:
     report = await report_or_404(request, _scope(request))
     return json_response({**_message(report), "links": [_link(x) for x in report.links],
                           "events": [_event(e) for e in report.events]})
-
-
-async def list_notifications(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    items = await request.config_dict[STORE].notifications(request_user(request).id, limit)
-    return json_response({"notifications": [_notification(n) for n in items]})
 
 
 async def _current_policy(request: web.Request) -> UserPolicy:

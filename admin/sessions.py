@@ -31,6 +31,7 @@ LOGIN_COOKIE = "trackrelay_login"  # the login form's CSRF token (double submit)
 CSRF_FIELD = "csrf"
 # request keys of a logged-in panel request (RequestKey: aiohttp 3.14 warns on plain strings)
 PANEL_USER = web.RequestKey("trackrelay_panel_user", User)
+STREAM_PATH = "/api/v1/notifications/stream"  # the one API route that also takes the panel's session
 SESSION_ID = web.RequestKey("trackrelay_session_id", str)  # the raw id, to derive the CSRF token
 
 IDLE_TIMEOUT = 12 * 3600.0
@@ -193,7 +194,8 @@ def request_csrf(request: web.Request) -> str:
 async def load_session(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A valid session cookie sets request[PANEL_USER] (and the raw id, for CSRF); anything else
     leaves the request anonymous and the views send it to /login."""
-    if request.path.startswith("/api/"):  # the API authenticates with bearer tokens only
+    # the API authenticates with bearer tokens, except the bell's stream, which a page opens
+    if request.path.startswith("/api/") and request.path != STREAM_PATH:
         return await handler(request)
     session_id = request.cookies.get(SESSION_COOKIE)
     if plausible(session_id):

@@ -34,6 +34,7 @@ class PgReportsMixin:
     if TYPE_CHECKING:
         def _conn(self, *, transaction: bool = False) -> AsyncContextManager[asyncpg.Connection]: ...
         async def _execute(self, sql: str, *args: Any) -> str: ...
+        async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None: ...
 
     async def record_hits(self, events: Sequence[NewEvent]) -> int:
         """Insert a batch of hits, their implied opens and the in-app notifications they
@@ -67,14 +68,36 @@ class PgReportsMixin:
             [report] = await _reports(c, [row])
             return await _with_details(c, report, max_events)
 
-    async def notifications(self, user_id: int, limit: int = 100) -> list[Notification]:
+    async def notifications(self, user_id: int, limit: int = 100, *, unread_only: bool = False,
+                            after_id: int | None = None) -> list[Notification]:
+        # $3: only unread; $4: only after this id (oldest first then, for a stream to resume)
+        order = "n.id" if after_id is not None else "n.at DESC, n.id DESC"
         async with self._conn() as c:
             rows = await c.fetch(
                 "SELECT n.*, m.message_id AS header_id, m.subject FROM notifications n"
                 " LEFT JOIN messages m ON m.id = n.message_id WHERE n.user_id = $1"
-                " ORDER BY n.at DESC, n.id DESC LIMIT $2", user_id, limit)
+                " AND (NOT $3 OR NOT n.read) AND ($4::bigint IS NULL OR n.id > $4)"
+                f" ORDER BY {order} LIMIT $2", user_id, limit, unread_only, after_id)
         return [Notification(r["id"], r["message_id"], r["header_id"] or "", r["subject"] or "", r["type"],
                              r["recipient"], r["url"], r["text"], r["at"], r["read"]) for r in rows]
+
+    async def unread_notifications(self, user_id: int) -> int:
+        row = await self._fetchrow("SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND NOT read", user_id)
+        return row[0]
+
+    async def newest_notification(self, user_id: int) -> int:
+        row = await self._fetchrow("SELECT COALESCE(MAX(id), 0) FROM notifications WHERE user_id = $1", user_id)
+        return row[0]
+
+    async def mark_notifications_read(self, user_id: int, ids: Sequence[int] | None) -> int:
+        if ids is None:
+            status = await self._execute(
+                "UPDATE notifications SET read = TRUE WHERE user_id = $1 AND NOT read", user_id)
+        else:
+            status = await self._execute(
+                "UPDATE notifications SET read = TRUE WHERE user_id = $1 AND id = ANY($2::bigint[]) AND NOT read",
+                user_id, list(ids))
+        return int(status.rsplit(" ", 1)[1])
 
     # web panel sessions (admin/sessions.py decides when they expire)
 

@@ -87,16 +87,42 @@ class ReportsMixin:
 
         return await self._runner.read(lambda c: _guarded(job, c))
 
-    async def notifications(self, user_id: int, limit: int = 100) -> list[Notification]:
+    async def notifications(self, user_id: int, limit: int = 100, *, unread_only: bool = False,
+                            after_id: int | None = None) -> list[Notification]:
         def job(c: sqlite3.Connection) -> list[Notification]:
+            where, args = "n.user_id = ?", [user_id]
+            if unread_only:
+                where += " AND n.read = 0"
+            if after_id is not None:
+                where += " AND n.id > ?"
+                args.append(after_id)
+            order = "n.id" if after_id is not None else "n.at DESC, n.id DESC"
             rows = c.execute(
                 "SELECT n.*, m.message_id AS header_id, m.subject FROM notifications n"
-                " LEFT JOIN messages m ON m.id = n.message_id WHERE n.user_id = ?"
-                " ORDER BY n.at DESC, n.id DESC LIMIT ?", (user_id, limit)).fetchall()
+                f" LEFT JOIN messages m ON m.id = n.message_id WHERE {where} ORDER BY {order} LIMIT ?",
+                (*args, limit)).fetchall()
             return [Notification(r["id"], r["message_id"], r["header_id"] or "", r["subject"] or "", r["type"],
                                  r["recipient"], r["url"], r["text"], r["at"], bool(r["read"])) for r in rows]
 
         return await self._runner.read(lambda c: _guarded(job, c))
+
+    async def unread_notifications(self, user_id: int) -> int:
+        return await self._runner.read(lambda c: c.execute(
+            "SELECT COUNT(*) FROM notifications WHERE user_id = ? AND read = 0", (user_id,)).fetchone()[0])
+
+    async def newest_notification(self, user_id: int) -> int:
+        return await self._runner.read(lambda c: c.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM notifications WHERE user_id = ?", (user_id,)).fetchone()[0])
+
+    async def mark_notifications_read(self, user_id: int, ids: Sequence[int] | None) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            if ids is None:
+                return c.execute("UPDATE notifications SET read = 1 WHERE user_id = ? AND read = 0",
+                                 (user_id,)).rowcount
+            return sum(c.execute("UPDATE notifications SET read = 1 WHERE user_id = ? AND id = ? AND read = 0",
+                                 (user_id, i)).rowcount for i in ids)
+
+        return await self._runner.write(job)
 
     # web panel sessions (admin/sessions.py decides when they expire)
 

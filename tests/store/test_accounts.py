@@ -86,3 +86,4 @@ async def test_api_tokens_are_listed_used_and_deleted_per_user(store):
     assert await store.delete_api_token(alice.id, made.id)
     assert await store.user_by_api_token("hash-a") is None and await store.api_tokens(alice.id) == []
     assert len(await store.api_tokens(bob.id)) == 1
+

@@ -97,3 +97,23 @@ async def test_listing_filters_tracked_and_pages_newest_first(store):
     assert [m.id for m in await store.message_reports(alice.id, limit=1, offset=1)] == [2]
     assert await store.message_reports(alice.id, tracked=False) == []
     assert len(await store.message_reports(alice.id, tracked=True)) == 3
+
+
+async def test_notifications_unread_resume_and_mark_read_per_user(store):
+    alice = await store.add_user("alice@example.com", "h")
+    eve = await store.add_user("eve@example.com", "h")
+    await sent_message(store, alice.id)
+    assert await store.newest_notification(alice.id) == 0
+    await store.record_hits([hit(1, "open", 10), hit(1, "click", 20, position=0), hit(2, "open", 30)])
+    newest_first = await store.notifications(alice.id)
+    assert [n.at for n in newest_first] == [T0 + 30, T0 + 20, T0 + 10]
+    first, second, third = sorted(n.id for n in newest_first)
+    assert await store.newest_notification(alice.id) == third
+    assert [n.id for n in await store.notifications(alice.id, after_id=first)] == [second, third]  # oldest first
+    assert await store.unread_notifications(alice.id) == 3
+    assert await store.mark_notifications_read(eve.id, [first, second]) == 0  # not eve's
+    assert await store.mark_notifications_read(alice.id, [first, first, 10**9]) == 1
+    assert [n.id for n in await store.notifications(alice.id, unread_only=True)] == [third, second]
+    assert await store.mark_notifications_read(alice.id, None) == 2
+    assert await store.unread_notifications(alice.id) == 0 and await store.notifications(alice.id, unread_only=True) == []
+    assert all(n.read for n in await store.notifications(alice.id))

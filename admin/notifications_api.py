@@ -1,0 +1,99 @@
+"""/api/v1/notifications: the user's in-app notifications (the bell), newest first; marking
+them read; and a live stream of new ones as Server-Sent Events.
+
+The stream takes a bearer token or the panel's session cookie (the bell's script has only the
+cookie). Each event carries the notification's id, so a browser that reconnects sends
+`Last-Event-ID` and gets what it missed. New notifications are found by a cheap indexed look
+per connection each second, so notifications recorded by another process (a `--only hits`
+node) arrive as well as this process's own.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from admin.api import MAX_LIMIT, api_error, int_param, json_response, notification_json
+from admin.keys import STORE, request_user
+
+ROUTE = "/notifications"
+POLL = 1.0  # seconds between looks for new notifications
+HEARTBEAT = 15.0  # a comment line this often keeps proxies from closing an idle stream
+MAX_STREAMS_PER_USER = 10
+STREAMS = web.AppKey("notification_streams", Counter)
+
+
+def add_routes(api: web.Application) -> None:
+    api.router.add_get(ROUTE, list_notifications)
+    api.router.add_post(ROUTE + "/read", mark_read)
+    api.router.add_get(ROUTE + "/stream", stream)
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
+    unread = request.query.get("unread", "0")
+    if unread not in ("0", "1", "true", "false"):
+        return api_error(400, "unread: expected 1 or 0")
+    items = await request.config_dict[STORE].notifications(request_user(request).id, limit,
+                                                           unread_only=unread in ("1", "true"))
+    return json_response({"notifications": [notification_json(n) for n in items]})
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return api_error(400, f"malformed JSON: {e}")
+    ids: list[int] | None
+    if isinstance(body, dict) and body.get("all") is True and set(body) == {"all"}:
+        ids = None
+    elif (isinstance(body, dict) and set(body) == {"ids"} and isinstance(body["ids"], list)
+          and len(body["ids"]) <= MAX_LIMIT
+          and all(isinstance(i, int) and not isinstance(i, bool) for i in body["ids"])):
+        ids = body["ids"]
+    else:
+        return api_error(400, 'expected {"ids": [id, ...]} or {"all": true}')
+    store, user = request.config_dict[STORE], request_user(request)
+    marked = await store.mark_notifications_read(user.id, ids)  # others' ids mark nothing
+    return json_response({"marked": marked, "unread": await store.unread_notifications(user.id)})
+
+
+def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    store, user = request.config_dict[STORE], request_user(request)
+    streams = request.config_dict[STREAMS]
+    if streams[user.id] >= MAX_STREAMS_PER_USER:
+        return api_error(429, f"at most {MAX_STREAMS_PER_USER} notification streams per user", {"Retry-After": "10"})
+    last_id = request.headers.get("Last-Event-ID", "")
+    resume = last_id.isdigit() and len(last_id) < 19  # else: only what comes from now on
+    after = int(last_id) if resume else await store.newest_notification(user.id)
+    streams[user.id] += 1
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        # first the count, so a bell that (re)connects is right at once
+        await response.write(sse("unread", {"unread": await store.unread_notifications(user.id)}))
+        quiet_since = time.monotonic()
+        while True:
+            fresh = await store.notifications(user.id, 100, after_id=after)
+            if fresh:
+                unread = await store.unread_notifications(user.id)
+                for n in fresh:
+                    await response.write(sse("notification", {**notification_json(n), "unread": unread}, n.id))
+                after = fresh[-1].id
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= HEARTBEAT:
+                await response.write(b": still here\n\n")
+                quiet_since = time.monotonic()
+            await asyncio.sleep(POLL)
+    finally:  # the client went away (a write failed) or the server is stopping
+        streams[user.id] -= 1
