@@ -5,8 +5,6 @@ make_admin_app builds the aiohttp application; each part registers its own route
 """
 from __future__ import annotations
 
-from collections import Counter
-
 from aiohttp import web
 
 from admin import api, notifications_api, ops, panel, privacy_api, tokens_api, webhooks_api
@@ -21,7 +19,7 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     app[METRICS] = metrics
     app[SETTINGS] = settings
     app[api.USE_CLOCK] = api.UseClock()
-    app[notifications_api.STREAMS] = Counter()
+    notifications_api.setup(app)
     ops.add_routes(app)
     api_app = api.make_api_app()
     privacy_api.add_routes(api_app)

@@ -25,6 +25,19 @@ POLL = 1.0  # seconds between looks for new notifications
 HEARTBEAT = 15.0  # a comment line this often keeps proxies from closing an idle stream
 MAX_STREAMS_PER_USER = 10
 STREAMS = web.AppKey("notification_streams", Counter)
+STOPPING = web.AppKey("notification_streams_stopping", asyncio.Event)
+
+
+def setup(app: web.Application) -> None:
+    """Stream bookkeeping on the admin app: open streams per user, and their end at shutdown
+    (a stream never ends by itself; the server stops at once instead of waiting them out)."""
+    app[STREAMS] = Counter()
+    app[STOPPING] = asyncio.Event()
+
+    async def end_streams(app: web.Application) -> None:
+        app[STOPPING].set()
+
+    app.on_shutdown.append(end_streams)
 
 
 def add_routes(api: web.Application) -> None:
@@ -75,15 +88,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
     last_id = request.headers.get("Last-Event-ID", "")
     resume = last_id.isdigit() and len(last_id) < 19  # else: only what comes from now on
     after = int(last_id) if resume else await store.newest_notification(user.id)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
     streams[user.id] += 1
     try:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
         await response.prepare(request)
         # first the count, so a bell that (re)connects is right at once
         await response.write(sse("unread", {"unread": await store.unread_notifications(user.id)}))
         quiet_since = time.monotonic()
-        while True:
+        stopping = request.config_dict[STOPPING]
+        while not stopping.is_set():
             fresh = await store.notifications(user.id, 100, after_id=after)
             if fresh:
                 unread = await store.unread_notifications(user.id)
@@ -94,6 +108,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
             elif time.monotonic() - quiet_since >= HEARTBEAT:
                 await response.write(b": still here\n\n")
                 quiet_since = time.monotonic()
-            await asyncio.sleep(POLL)
-    finally:  # the client went away (a write failed) or the server is stopping
+            try:
+                await asyncio.wait_for(stopping.wait(), POLL)
+            except asyncio.TimeoutError:
+                pass
+        return response
+    except ConnectionResetError:  # the browser went away (a tab closed, a page left): nothing to answer
+        return response
+    finally:
         streams[user.id] -= 1

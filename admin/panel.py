@@ -55,6 +55,7 @@ from relay.records import MessageReport
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 100
+UNREAD = web.RequestKey("trackrelay_unread", int)  # the bell's count on a logged-in page
 # no inline script or style anywhere: the panel has neither, so injected markup cannot run
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -85,6 +86,8 @@ def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> No
     app.router.add_get("/", message_list)
     app.router.add_get("/messages/{id}", message_detail)
     app.router.add_get("/messages/{id}/captured/{capture}.txt", captured_raw)
+    app.router.add_get("/notifications", notifications_page)
+    app.router.add_post("/notifications/read", notifications_read)
     app.router.add_static("/static/", HERE / "static", append_version=False)
 
 
@@ -129,7 +132,7 @@ def page_context(request: web.Request, **values: Any) -> dict[str, Any]:
     """What base.html needs on every page: the user (or None) and their logout form's token."""
     user = request.get(PANEL_USER)
     csrf = request_csrf(request) if user is not None and SESSION_ID in request else ""
-    return {"user": user, "csrf": csrf, **values}
+    return {"user": user, "csrf": csrf, "unread": request.get(UNREAD, 0), **values}
 
 
 def login_required(view: Handler) -> Handler:
@@ -137,6 +140,7 @@ def login_required(view: Handler) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         if PANEL_USER not in request:
             raise web.HTTPFound("/login?" + urlencode({"next": request.raw_path}, quote_via=quote))
+        request[UNREAD] = await request.app[STORE].unread_notifications(request[PANEL_USER].id)  # the bell
         return await view(request)
 
     return wrapper
@@ -219,6 +223,24 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = _redirect("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+# notifications (the bell)
+
+@login_required
+@aiohttp_jinja2.template("notifications.html")
+async def notifications_page(request: web.Request) -> dict[str, Any]:
+    items = await request.app[STORE].notifications(request[PANEL_USER].id, 100)
+    return page_context(request, title="Notifications", notifications=items)
+
+
+@login_required
+async def notifications_read(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    if not csrf_ok(request_csrf(request), _field(form, CSRF_FIELD)):
+        raise web.HTTPForbidden()
+    await request.app[STORE].mark_notifications_read(request[PANEL_USER].id, None)
+    return _redirect("/notifications")
 
 
 # messages

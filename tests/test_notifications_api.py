@@ -93,3 +93,15 @@ async def test_the_panel_session_opens_the_stream_too(sink, start_app, tmp_path)
             assert await next_event(resp) == ("unread", None, {"unread": 0})
         async with s.get(f"http://127.0.0.1:{app.port('admin')}/api/v1/notifications") as plain:
             assert plain.status == 401  # the rest of the API still wants a token
+
+
+async def test_a_stopping_server_ends_open_streams_at_once(sink, start_app, tmp_path):
+    app = await start_relay(start_app, tmp_path, sink)
+    token = await token_for(app)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{app.port('admin')}/api/v1/notifications/stream",
+                         headers={"Authorization": f"Bearer {token}"}) as resp:
+            await next_event(resp)
+            await app.stop()
+            # ended by the server, cleanly (the last chunk sent), not cut off after its shutdown timeout
+            assert await asyncio.wait_for(resp.content.read(), 5) == b""
