@@ -54,3 +54,11 @@ def register_notify_metrics(metrics: Metrics, store: Store) -> None:
     metrics.collector("trackrelay_notification_deliveries",
                       "Webhook deliveries in the outbox by status (queued = waiting or being retried)",
                       by_status, labels=("status",))
+
+
+def register_child_notify_metrics(metrics: Metrics, counts: Callable[[], Mapping[str, int]]) -> None:
+    """The attempts of a notify role running in serve's child process, as it reports them
+    (where notify runs in this process, the worker counts them itself)."""
+    metrics.collector("trackrelay_notifications_total", "Webhook delivery attempts by result",
+                      lambda: {(r,): counts().get(f"notify_{r}", 0) for r in ("sent", "retried", "failed")},
+                      kind="counter", labels=("result",))

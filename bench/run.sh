@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [smtp|rewrite|hits|all]...   (default: all; `make bench` runs this)
+# bench/run.sh [smtp|rewrite|hits|notify|all]...   (default: all; `make bench` runs this)
 #
 # The relay measured against references started in the same command, on loopback only:
 #   smtp     smtp-source -> {smtp-sink alone, private Postfix -> sink, trackrelay -> sink};
@@ -8,6 +8,9 @@
 #   rewrite  relay.rewrite.rewrite_message vs a bare lxml.html parse+tostring, per message
 #   hits     wrk against the relay's pixel and click redirect (recording on) vs nginx,
 #            plus events stored vs requests sent
+#   notify   wrk drives human opens on the pixel; meanwhile people open other copies for the
+#            first time: time from each open to its signed webhook's POST, notices lost, and
+#            pixel rps with a webhook vs none
 # Prints the results (ratios against the references) and writes bench/results/latest.md.
 # See bench/README.md. Everything it starts is stopped by PID on exit; all state is in
 # $WORK (default /tmp/trackrelay-bench, wiped at start).
@@ -61,13 +64,13 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 PARTS=()
 for arg in "$@"; do
   case $arg in
-    smtp | rewrite | hits) PARTS+=("$arg") ;;
-    all) PARTS+=(smtp rewrite hits) ;;
+    smtp | rewrite | hits | notify) PARTS+=("$arg") ;;
+    all) PARTS+=(smtp rewrite hits notify) ;;
     -h | --help) usage ;;
     *) echo "unknown part: $arg" >&2; usage ;;
   esac
 done
-((${#PARTS[@]})) || PARTS=(smtp rewrite hits)
+((${#PARTS[@]})) || PARTS=(smtp rewrite hits notify)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 for v in N REPS CONC TRACK_CONC E2E_TIMEOUT RUNS CONNS THREADS HTTP_REPS BASE_PORT; do
@@ -258,6 +261,20 @@ if want hits; then
     done
     ensure_relay hits || true
     nginx_stop
+  fi
+fi
+
+# ---------------------------------------------------------------- 4. notify (last: it adds a webhook)
+if want notify; then
+  log "== notify: wrk -t$THREADS -c$CONNS -d$DUR on the pixel, people opening other copies meanwhile"
+  if ! have wrk; then
+    note notify "notify: wrk is missing (make bench installs it)"
+  elif ! { ensure_sink && ensure_relay notify && relay_policy always; }; then
+    note notify "notify: not available ($RELAY_FAIL)"
+  else
+    "$PY" "$BENCH/lib/notify_bench.py" --smtp-port "$RELAY_SMTP_PORT" --hits-base "http://127.0.0.1:$RELAY_HTTP_PORT" \
+      --store "$RELAY_STORE" --cli "$VENV_BIN/trackrelay" --conf "$RELAY_CONF" --sender "$BENCH_FROM" \
+      --dur "$DUR" --conns "$CONNS" --threads "$THREADS" --out "$RESULTS" || note notify "notify benchmark failed: see above"
   fi
 fi
 

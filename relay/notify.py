@@ -60,6 +60,11 @@ class NotifyWorker:
         self._latency = metrics.histogram("trackrelay_notification_latency_seconds",
                                           "Webhook request time", LATENCY_BUCKETS)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Attempts by result, keyed "notify_<result>" (serve's child reports them to its parent)."""
+        return {f"notify_{result}": int(self._results.get(result)) for result in _RESULTS.values()}
+
     def wake(self) -> None:
         """A hit batch was recorded in this process: look at the outbox now."""
         self._wake.set()

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from admin import make_admin_app
 from admin.keys import AdminSettings
-from admin.ops import register_mail_metrics, register_notify_metrics
+from admin.ops import register_child_notify_metrics, register_mail_metrics, register_notify_metrics
 from relay.auth import hash_password, new_password
 from relay.config import PARTS, Config, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
@@ -83,7 +83,7 @@ class App:
         try:
             if "delivery" in self.parts and not self.delivery_command:
                 self._start_delivery()
-            if "notify" in self.parts:
+            if "notify" in self.parts and not self.delivery_command:  # else: it runs in the child too
                 self._start_notify()
             if "smtp" in self.parts:
                 await self._start_smtp()
@@ -192,6 +192,8 @@ class App:
                               accepted=lambda: self.handler.accepted if self.handler else 0,
                               results=lambda: self.delivery.counts if self.delivery else {})
         register_notify_metrics(self.metrics, self.store)
+        if "notify" in self.parts and self.delivery_command:  # notify runs in the child
+            register_child_notify_metrics(self.metrics, lambda: self.delivery.counts if self.delivery else {})
         settings = AdminSettings(admins_see_all=self.cfg.admin.admins_see_all,
                                  default_mode=self.cfg.tracking.default_mode,
                                  secret_key=self.cfg.admin.secret_key,

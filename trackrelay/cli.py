@@ -149,8 +149,10 @@ async def _serve(cfg: Config, args: Any) -> int:
 
     only = args.only
     if args.child:
-        return await _serve_as_child(App(cfg, "delivery"))
-    child = [sys.executable, "-m", "trackrelay.cli", "serve", "--only", "delivery", "--child"]
+        return await _serve_as_child(App(cfg, args.only))
+    # the child delivers mail and sends webhooks, off the loop that answers SMTP and hits, so
+    # neither waits for that loop under a flood of hits
+    child = [sys.executable, "-m", "trackrelay.cli", "serve", "--only", "delivery", "--only", "notify", "--child"]
     app = App(cfg, only, delivery_command=child + (["-c", args.config] if args.config else []))
     # before starting: a SIGTERM while the delivery process starts (listeners are up) is a clean stop
     stop = asyncio.Event()
@@ -176,7 +178,7 @@ async def _serve_as_child(app: Any) -> int:
     from relay.delivery_process import serve_parent
 
     await app.start()
-    await serve_parent(app.delivery.wake, lambda: app.delivery.counts, app.stop)
+    await serve_parent(app.delivery.wake, lambda: {**app.delivery.counts, **app.notify.counts}, app.stop)
     return 0
 
 

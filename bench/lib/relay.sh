@@ -45,6 +45,11 @@ url = "$( [[ ${STORE:-sqlite} == postgresql ]] && echo "$PG_URL" || echo "sqlite
 [http]
 listen = "127.0.0.1:$http_port"
 public_url = "http://127.0.0.1:$http_port"
+# the notify part sends its readers' opens with X-Forwarded-For (else loopback is the sender: "self")
+trusted_proxies = ["127.0.0.0/8"]
+
+[notify]
+allow_private_targets = true  # the notify part's webhook receiver is on loopback
 
 [admin]
 listen = "127.0.0.1:$admin_port"
