@@ -254,3 +254,33 @@ async def test_unopened_mail_gets_one_follow_up_never_for_bounced_or_do_not_trac
     assert sorted(seen[2:]) == [("link.clicked", "bob@example.org"), ("message.opened", "bob@example.org")]
     user = await app.store.user_by_email("alice@example.com")
     assert [n.recipient for n in await app.store.notifications(user.id) if n.type == "unopened"] == ["bob@example.org"]
+
+
+# the field each tool's incoming webhook needs, and where the recipient's address shows
+CHAT_SHAPES = {
+    "slack": lambda p: p["blocks"] and p["text"],
+    "mattermost": lambda p: p["text"],
+    "discord": lambda p: p["embeds"] and p["allowed_mentions"] == {"parse": []},
+    "teams": lambda p: p["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive",
+    "googlechat": lambda p: p["cardsV2"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CHAT_SHAPES))
+async def test_a_first_human_open_reaches_each_chat_tool_in_its_own_format(sink, start_app, tmp_path, receiver,
+                                                                           kind):
+    app = await start_relay(start_app, tmp_path, sink, **FAST)
+    await add_hook(app, receiver.url, kind=kind)
+    [copy] = (await deliver_tracked(app, sink)).values()
+    async with aiohttp.ClientSession() as http:
+        await hit(http, app, copy.pixel, ip="17.58.0.1", ua="Mozilla/5.0")  # Apple's prefetch: nobody told
+        await hit(http, app, copy.pixel, **reader())
+        [(headers, body)] = await receiver.wait_for(1)
+    payload = json.loads(body)
+    assert headers["Content-Type"].startswith("application/json")
+    assert "X-Trackrelay-Signature" not in headers  # only json webhooks are signed
+    assert CHAT_SHAPES[kind](payload)
+    text = json.dumps(payload, ensure_ascii=False)
+    assert "Quarterly numbers" in text and "bob@" in text  # which mail, who (escaped for the tool)
+    assert "/messages/" in text  # a link to it in the panel
+    assert len(receiver.got) == 1
