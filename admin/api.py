@@ -54,6 +54,17 @@ def api_error(status: int, message: str, headers: dict[str, str] | None = None) 
     return json_response({"error": message}, status, headers)
 
 
+async def json_object(request: web.Request, example: str) -> dict[str, Any]:
+    """The request's body as a JSON object; else a 400 that shows `example` (the JSON error middleware answers it)."""
+    try:
+        body = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise web.HTTPBadRequest(reason=f"malformed JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason=f"expected a JSON object such as {example}")
+    return body
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On the admin app: anything going wrong under /api/ answers JSON, never an HTML page."""
@@ -226,12 +237,7 @@ async def get_policy(request: web.Request) -> web.Response:
 
 
 async def put_policy(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return api_error(400, f"malformed JSON: {e}")
-    if not isinstance(body, dict):
-        return api_error(400, "expected a JSON object such as {\"mode\": \"always\"}")
+    body = await json_object(request, '{"mode": "always"}')
     if "mode" in body and not isinstance(body["mode"], str):
         return api_error(400, "mode: expected a string")
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.api import MAX_LIMIT, api_error, int_param, json_response, notification_json
+from admin.api import MAX_LIMIT, api_error, int_param, json_object, json_response, notification_json
 from admin.keys import STORE, request_user
 
 ROUTE = "/notifications"
@@ -57,14 +57,11 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 
 async def mark_read(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return api_error(400, f"malformed JSON: {e}")
+    body = await json_object(request, '{"ids": [1, 2]} or {"all": true}')
     ids: list[int] | None
-    if isinstance(body, dict) and body.get("all") is True and set(body) == {"all"}:
+    if body.get("all") is True and set(body) == {"all"}:
         ids = None
-    elif (isinstance(body, dict) and set(body) == {"ids"} and isinstance(body["ids"], list)
+    elif (set(body) == {"ids"} and isinstance(body["ids"], list)
           and len(body["ids"]) <= MAX_LIMIT
           and all(isinstance(i, int) and not isinstance(i, bool) for i in body["ids"])):
         ids = body["ids"]

@@ -5,11 +5,10 @@ so a change applies to the next mail at once.
 """
 from __future__ import annotations
 
-import json
 
 from aiohttp import web
 
-from admin.api import api_error, json_response
+from admin.api import api_error, json_object, json_response
 from admin.keys import STORE, request_user
 from relay.policy import PRIVACY_LISTS, privacy_entry
 
@@ -39,12 +38,9 @@ async def add_entry(request: web.Request) -> web.Response:
     if refusal := _admin_only(request):
         return refusal
     kind = request.match_info["kind"]
+    body = await json_object(request, '{"entry": "a@b.c"}')
     try:
-        body = json.loads(await request.text())
-        entry = privacy_entry(kind, body["entry"]) if isinstance(body, dict) and isinstance(
-            body.get("entry"), str) else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return api_error(400, f"malformed JSON: {e}")
+        entry = privacy_entry(kind, body["entry"]) if isinstance(body.get("entry"), str) else None
     except ValueError as e:
         return api_error(400, str(e))
     if entry is None:

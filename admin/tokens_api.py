@@ -3,12 +3,11 @@ creates it; the store keeps only its hash. A deleted token answers 401 from then
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from admin.api import api_error, json_response, rfc3339
+from admin.api import api_error, json_object, json_response, rfc3339
 from admin.keys import STORE, request_user
 from relay.auth import new_api_token, token_hash
 from relay.records import ApiToken
@@ -33,11 +32,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 async def create_token(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return api_error(400, f"malformed JSON: {e}")
-    name = body.get("name") if isinstance(body, dict) else None
+    name = (await json_object(request, '{"name": "laptop"}')).get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         return api_error(400, f"name: a non-empty string of at most {MAX_NAME} characters")
     value = new_api_token()

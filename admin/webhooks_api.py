@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.api import api_error, json_response, rfc3339
+from admin.api import api_error, json_object, json_response, rfc3339
 from admin.keys import SETTINGS, STORE, request_user
 from relay import webhook_client
 from relay.notify_payloads import render
@@ -54,13 +54,7 @@ def delivery_json(d: DeliveryReport) -> dict[str, Any]:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise web.HTTPBadRequest(reason=f"malformed JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason='expected a JSON object such as {"url": "https://..."}')
-    return body
+    return await json_object(request, '{"url": "https://..."}')
 
 
 async def _spec(request: web.Request, base: WebhookSpec | None) -> WebhookSpec | web.Response:

@@ -117,6 +117,8 @@ class DeliveryWorker:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._renewing: asyncio.Task | None = None
+        self._claimed = asyncio.Event()  # clear while a claim is on its way to the store
+        self._claimed.set()
         self.counts: dict[str, int] = defaultdict(int)
 
     def wake(self) -> None:
@@ -140,11 +142,14 @@ class DeliveryWorker:
             free = self.s.workers - len(self._tasks)
             claimed = []
             if free > 0:
+                self._claimed.clear()
                 try:
                     claimed = await self.store.claim(self.name, self.clock(), free, self.s.lease)
                 except Exception:  # the store is down: keep trying, never die
                     log.exception("claim failed")
-            for m in claimed:
+                finally:
+                    self._claimed.set()
+            for m in claimed:  # even when stopping: stop() waits for these too
                 task = asyncio.create_task(self._deliver_safely(m))
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
@@ -175,6 +180,9 @@ class DeliveryWorker:
         """Stop claiming; finish what is in flight (up to grace seconds), release the rest."""
         self._stopping = True
         self._wake.set()
+        # a claim still on its way would start deliveries after the wait below, and they would
+        # meet a closed store: let it land first
+        await self._claimed.wait()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:

@@ -31,10 +31,14 @@ WORKERS = 4  # delivery.workers: the most mail one node has in flight
 
 
 class SlowSink(Sink):
-    """An upstream taking 50 ms per mail, so a node is killed with mail in flight."""
+    """An upstream taking `delay` per mail, so a node is killed with mail in flight."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        super().__init__()
+        self.delay = delay
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(self.delay)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -149,7 +153,7 @@ async def test_every_role_twice_on_one_postgresql_started_together_on_an_empty_d
     await conn.execute(f"CREATE DATABASE {database}")
     await conn.close()
     url = pg_server.url(database)
-    sink = SlowSink()
+    sink = SlowSink(delay=0.5)  # slower than submission: the delivery nodes have a backlog to be killed in
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(sink, loop=loop), "127.0.0.1", 0)
     sink.port = server.sockets[0].getsockname()[1]
@@ -168,9 +172,8 @@ async def test_every_role_twice_on_one_postgresql_started_together_on_an_empty_d
 
         await cli(url, "user", "add", "alice@example.com", "--password-stdin", stdin=PASSWORD + "\n")
         token = await cli(url, "token", "create", "alice@example.com")
-        for n in range(MAILS):
-            smtp = ports["smtp-1" if n % 2 else "smtp-2"]["smtp"]
-            await smtp_send(smtp, html_mail(subject=f"mail {n}"), rcpts=("bob@example.org",))
+        await asyncio.gather(*(smtp_send(ports["smtp-1" if n % 2 else "smtp-2"]["smtp"], html_mail(subject=f"mail {n}"),
+                                         rcpts=("bob@example.org",)) for n in range(MAILS)))
         victim = nodes["delivery-1"]
         async with AsyncExitStack() as stack:
             store = PostgresStore(url)
