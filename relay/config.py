@@ -140,7 +140,8 @@ class NotifyConfig:
 class PrivacyConfig:
     anonymize_ip: bool = setting(True, "store IPv4 /24 and IPv6 /48 only")
     consent: str = setting("none", '"none", or "required": only recipients with recorded consent are tracked')
-    retention_days: int = setting(365, "events older than this are purged (not implemented yet)")
+    retention_days: int = setting(365, "events older than this are purged, and mail whose activity all is (0: keep forever)")
+    purge_time: str = setting("03:30", "when the running server purges, daily (HH:MM, the machine's local time)")
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,6 @@ DURATION_KEYS = {
     ("notify", "retry_intervals"),
     ("notify", "max_age"),
     ("notify", "timeout"),
-}
-# keys of features not built yet (the retention purge): any value but the
-# default would be silently ignored, so it is refused instead
-NOT_IMPLEMENTED = {
-    ("privacy", "retention_days"),
 }
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -339,10 +335,6 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 
 def _validate(cfg: Config) -> None:
-    for section, key in sorted(NOT_IMPLEMENTED):
-        default = getattr(type(getattr(cfg, section))(), key)
-        if getattr(getattr(cfg, section), key) != default:
-            raise ConfigError(f"{section}.{key}", "not implemented yet; remove it or keep the default")
     parse_listen(cfg.smtp.listen, "smtp.listen")
     if cfg.smtp.tls_listen:
         parse_listen(cfg.smtp.tls_listen, "smtp.tls_listen")
@@ -381,6 +373,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("tracking.rewrite_timeout", "must be more than 0")
     if cfg.privacy.consent not in ("none", "required"):
         raise ConfigError("privacy.consent", "expected none or required")
+    if cfg.privacy.retention_days < 0:
+        raise ConfigError("privacy.retention_days", "expected a number of days, 0 to keep forever")
+    parse_clock_time(cfg.privacy.purge_time, "privacy.purge_time")
     if cfg.notify.timeout <= 0:
         raise ConfigError("notify.timeout", "must be more than 0")
     if not cfg.notify.retry_intervals:
@@ -391,6 +386,14 @@ def _validate(cfg: Config) -> None:
         if not all(getattr(cfg.dkim, k) for k in ("domain", "selector", "key_file")):
             raise ConfigError("dkim", "set dkim.domain, dkim.selector and dkim.key_file together")
         _check_dkim_key(cfg.dkim)
+
+
+def parse_clock_time(value: str, key: str) -> tuple[int, int]:
+    """'HH:MM' (24 h) -> (hour, minute)."""
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+    if not m:
+        raise ConfigError(key, f"expected HH:MM, got {value!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _check_dkim_key(dkim: DkimConfig) -> None:

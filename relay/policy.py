@@ -15,6 +15,8 @@ The user's ``opens``/``clicks`` switches then cap what the chosen layers ask for
 """
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -126,7 +128,8 @@ def decide(policy: UserPolicy, control: MessageControl, *, sender: str,
     for address in recipients:
         key = normalize_address(address)
         domain = _domain(key)
-        if key in privacy.do_not_track or (domain and "@" + domain in privacy.do_not_track):
+        if (key in privacy.do_not_track or (domain and "@" + domain in privacy.do_not_track)
+                or erased_entry(key) in privacy.do_not_track):
             reason = "do-not-track"
         elif privacy.consent_required and key not in privacy.consented:
             reason = "no consent"
@@ -207,11 +210,22 @@ def parse_policy_updates(current: UserPolicy, pairs: Mapping[str, str]) -> UserP
 PRIVACY_LISTS = ("dnt", "consent")
 
 
+ERASED_PREFIX = "erased:"
+
+
+def erased_entry(address: str) -> str:
+    """The do-not-track entry an erasure leaves: a digest of the address, so the relay keeps
+    not tracking them without the store holding the address itself (invariant 10)."""
+    digest = hashlib.sha256(b"trackrelay erased address\0" + normalize_address(address).encode()).hexdigest()
+    return ERASED_PREFIX + digest
+
+
 def privacy_lookups(addresses: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The entries a store looks up for these recipients: (do-not-track keys: each address
-    and its @domain, consent keys: each address), lower-case."""
+    """The entries a store looks up for these recipients: (do-not-track keys: each address,
+    its erased digest and its @domain, consent keys: each address), lower-case."""
     lowered = sorted({a.lower() for a in addresses})
-    return lowered + sorted({"@" + a.rpartition("@")[2] for a in lowered}), lowered
+    domains = sorted({"@" + a.rpartition("@")[2] for a in lowered})
+    return lowered + [erased_entry(a) for a in lowered] + domains, lowered
 
 
 def privacy_entry(kind: str, entry: str) -> str:

@@ -5,7 +5,7 @@ turn them into rows and back. Times are float unix seconds; the API renders RFC 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 from relay.control import Choice
 
@@ -299,3 +299,86 @@ class DeliveryReport:
     due_at: float
     payload: str
     tries: tuple[Attempt, ...] = ()
+
+
+# privacy (relay/privacy.py, trackrelay purge|erase|export|consent import)
+
+@dataclass(frozen=True)
+class PrivacyRecord:
+    """A do-not-track or consent entry and where it came from."""
+
+    entry: str  # a lower-case address, "@domain" (do-not-track), or an erased address's digest
+    recorded_at: float
+    recorded_by: str = ""  # who: a user's email, or "" for the command line
+    source: str = ""  # "cli", "api", "import:<file>", "link", "erase"
+    given_at: float | None = None  # consent: when the person gave it, if known
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    """Rows a retention purge removed (or, dry, would remove)."""
+
+    events: int = 0
+    messages: int = 0
+    notifications: int = 0
+    captured: int = 0
+    deliveries: int = 0
+
+    def __add__(self, other: PurgeCounts) -> PurgeCounts:
+        return PurgeCounts(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    @property
+    def total(self) -> int:
+        return sum(astuple(self))
+
+
+@dataclass(frozen=True)
+class ErasureCounts:
+    """What erasing one address removed."""
+
+    messages: int = 0  # mail sent to them alone, removed whole
+    copies: int = 0  # their copies of mail that went to others too
+    recipients: int = 0
+    events: int = 0
+    links: int = 0  # links whose URL names them
+    notifications: int = 0
+    deliveries: int = 0  # webhook payloads that name them
+    captured: int = 0
+    still_queued: int = 0  # mail to them not yet delivered: left to go out, erase again after
+
+
+@dataclass(frozen=True)
+class SubjectEvent:
+    type: str  # "open" | "click"
+    at: float
+    cls: str
+    ip: str  # as stored: truncated when privacy.anonymize_ip
+    user_agent: str
+    url: str | None
+    shared: bool  # the copy went to several recipients at once: maybe another one's
+
+
+@dataclass(frozen=True)
+class SubjectMail:
+    id: int
+    message_id: str
+    subject: str
+    sender: str
+    received_at: float
+    status: str  # this recipient's delivery status
+    delivered_at: float | None
+    tracked_opens: bool
+    tracked_clicks: bool
+    events: tuple[SubjectEvent, ...]
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Everything the store holds about one address: the answer to an access request."""
+
+    address: str
+    mails: tuple[SubjectMail, ...]
+    do_not_track: tuple[PrivacyRecord, ...]
+    consent: tuple[PrivacyRecord, ...]
+    notifications: tuple[tuple[float, str], ...]  # (at, text) in the senders' bells
+    captured: int  # copies the capture upstream keeps that name them

@@ -99,11 +99,6 @@ def test_init_writes_a_config_that_checks(tmp_path):
     assert config.load(f2, {}).admin.secret_key != first.admin.secret_key
 
 
-NOT_BUILT = [  # keys of features still to come: their defaults are accepted, anything else refused
-    ("privacy", "retention_days", "30", "365"),
-]
-
-
 def test_notify_keys_are_built_and_checked(tmp_path):
     f = tmp_path / "t.toml"
     f.write_text('[notify]\nallow_private_targets = true\nretry_intervals = ["1s", "2m"]\nmax_age = "1h"\n'
@@ -119,28 +114,31 @@ def test_notify_keys_are_built_and_checked(tmp_path):
         assert str(e.value).startswith(key)
 
 
-@pytest.mark.parametrize("section,key,value,default", NOT_BUILT)
-def test_keys_of_features_not_built_refuse_anything_but_their_default(tmp_path, section, key, value, default):
+def test_privacy_retention_keys_are_read_and_checked(tmp_path):
     f = tmp_path / "t.toml"
-    f.write_text(f"[{section}]\n{key} = {default}\n")
-    config.load(f, {})
-    f.write_text(f"[{section}]\n{key} = {value}\n")
-    with pytest.raises(ConfigError) as e:
-        config.load(f, {})
-    assert str(e.value).startswith(f"{section}.{key}: not implemented yet")
+    f.write_text('[privacy]\nretention_days = 30\npurge_time = "22:05"\n')
+    cfg = config.load(f, {})
+    assert (cfg.privacy.retention_days, cfg.privacy.purge_time) == (30, "22:05")
+    assert config.load(None, {"TRACKRELAY_PRIVACY_RETENTION_DAYS": "0"}).privacy.retention_days == 0
+    for bad, key in (("retention_days = -1", "privacy.retention_days"), ('purge_time = "25:00"', "privacy.purge_time"),
+                     ('purge_time = "3am"', "privacy.purge_time"), ('retention_days = "1y"', "privacy.retention_days")):
+        f.write_text(f"[privacy]\n{bad}\n")
+        with pytest.raises(ConfigError) as e:
+            config.load(f, {})
+        assert str(e.value).startswith(key)
 
 
 @pytest.mark.parametrize("verb", ["check-config", "serve"])
-def test_cli_refuses_a_key_not_built_in_one_line(tmp_path, verb):
+def test_cli_refuses_a_bad_privacy_key_in_one_line(tmp_path, verb):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
-    env["TRACKRELAY_PRIVACY_RETENTION_DAYS"] = "30"
+    env["TRACKRELAY_PRIVACY_PURGE_TIME"] = "noon"
     env["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/never.db"
     for part in ("SMTP", "HTTP", "ADMIN"):  # should it start after all, on no port anyone uses
         env[f"TRACKRELAY_{part}_LISTEN"] = "127.0.0.1:0"
     out = subprocess.run([TRACKRELAY, verb], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
-    assert line.startswith("trackrelay: privacy.retention_days: not implemented yet")
+    assert line.startswith("trackrelay: privacy.purge_time: expected HH:MM")
 
 
 @pytest.mark.parametrize("verb", ["check-config", "serve"])

@@ -196,4 +196,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT '';
     ALTER TABLE api_tokens ADD COLUMN last_used_at DOUBLE PRECISION;
     """,
+    # 7: the privacy lifecycle: who recorded a do-not-track or consent entry, when, from where;
+    # time indexes for retention; the links of purged messages (retired_tokens, retired_links)
+    """
+    ALTER TABLE do_not_track ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE do_not_track ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN given_at DOUBLE PRECISION;
+    CREATE INDEX events_at ON events(at);
+    CREATE INDEX messages_received ON messages(received_at);
+    CREATE INDEX recipients_address ON recipients(lower(address));
+    CREATE INDEX notifications_message ON notifications(message_id);
+    CREATE INDEX captured_message ON captured(message_id);
+    CREATE TABLE retired_tokens (token TEXT PRIMARY KEY, queue_id TEXT NOT NULL);
+    CREATE TABLE retired_links (
+        queue_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (queue_id, position)
+    );
+    """,
 ]

@@ -31,7 +31,9 @@ from relay.records import (
     User,
 )
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.store.pg_rows import affected
 from relay.store.pg_schema import MIGRATIONS
+from relay.store.postgres_privacy import PgPrivacyMixin
 from relay.store.postgres_reports import PgReportsMixin
 from relay.store.postgres_transfer import PgTransferMixin
 from relay.store.postgres_webhooks import PgWebhooksMixin
@@ -45,7 +47,6 @@ VACUUM_EVERY = 5.0
 # a bigger queue would hold the lock for seconds: it is rewritten once it has shrunk
 FULL_REWRITE_MAX = 64 << 20
 ERASE_LOCK_WAIT = "200ms"  # the wait stalls intake behind it, so keep it short
-_PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 
 
 def public_address(dsn: str) -> str:
@@ -58,7 +59,7 @@ def public_address(dsn: str) -> str:
     return f"{scheme}{sep}{user}@{host}" if user else f"{scheme}{sep}{host}"
 
 
-class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
+class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyMixin):
     def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.dsn = dsn
         self._sizes = (min_connections, max_connections)
@@ -170,14 +171,14 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
     async def set_password(self, email: str, password_hash: str) -> bool:
         """A new password also ends the user's panel sessions: whoever knew the old one is out."""
         async with self._conn(transaction=True) as c:
-            changed = _count(await c.execute("UPDATE users SET password_hash = $1 WHERE email = $2",
+            changed = affected(await c.execute("UPDATE users SET password_hash = $1 WHERE email = $2",
                                              password_hash, email.lower())) == 1
             await c.execute("DELETE FROM panel_sessions WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
                             email.lower())
         return changed
 
     async def delete_user(self, email: str) -> bool:
-        return _count(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1
+        return affected(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1
 
     async def add_api_token(self, user_id: int, token_hash: str, name: str = "") -> ApiToken:
         now = time.time()
@@ -192,7 +193,7 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
             "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id", user_id)]
 
     async def delete_api_token(self, user_id: int, token_id: int) -> bool:
-        return _count(await self._execute(
+        return affected(await self._execute(
             "DELETE FROM api_tokens WHERE id = $1 AND user_id = $2", token_id, user_id)) == 1
 
     async def touch_api_token(self, token_hash: str, now: float) -> None:
@@ -218,20 +219,6 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin):
             dnt = {r[0] for r in await c.fetch("SELECT entry FROM do_not_track WHERE entry = ANY($1::text[])", keys)}
             ok = {r[0] for r in await c.fetch("SELECT address FROM consent WHERE address = ANY($1::text[])", lowered)}
         return policy, PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
-
-    async def privacy_list(self, kind: str) -> list[str]:
-        table, column = _PRIVACY_TABLES[kind]
-        return [r[0] for r in await self._fetch(f"SELECT {column} FROM {table} ORDER BY {column}")]
-
-    async def privacy_add(self, kind: str, entry: str) -> bool:
-        table, column = _PRIVACY_TABLES[kind]
-        return _count(await self._execute(
-            f"INSERT INTO {table} ({column}, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            entry.lower(), time.time())) == 1
-
-    async def privacy_del(self, kind: str, entry: str) -> bool:
-        table, column = _PRIVACY_TABLES[kind]
-        return _count(await self._execute(f"DELETE FROM {table} WHERE {column} = $1", entry.lower())) == 1
 
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
         return frozenset(r[0] for r in await self._fetch(
@@ -342,11 +329,6 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _count(status: str) -> int:
-    """asyncpg's command tag ("UPDATE 1", "INSERT 0 1") -> rows affected."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
 def _user(row: asyncpg.Record | None) -> User | None:
     if row is None:
         return None
@@ -453,5 +435,5 @@ async def _finish(c: asyncpg.Connection, message_id: int, results: Sequence[Reci
         roll_up(counts), next_attempt_at(results, now), bool(counts.get("sent")), now, rewrite_note, message_id)
     erased = False
     if not pending_count(counts):
-        erased = _count(await c.execute("DELETE FROM bodies WHERE message_id = $1", message_id)) > 0
+        erased = affected(await c.execute("DELETE FROM bodies WHERE message_id = $1", message_id)) > 0
     return roll_up(counts), erased

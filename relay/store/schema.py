@@ -197,4 +197,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT '';
     ALTER TABLE api_tokens ADD COLUMN last_used_at REAL;
     """,
+    # 7: the privacy lifecycle. Do-not-track and consent entries say when, by whom and from
+    # where they were recorded (consent: also when it was given); retention purges by time,
+    # so events and messages are indexed by it; a purged message's links keep redirecting
+    # from retired_links (its copies' tokens in retired_tokens), with nothing about anyone.
+    """
+    ALTER TABLE do_not_track ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE do_not_track ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE consent ADD COLUMN given_at REAL;
+    CREATE INDEX events_at ON events(at);
+    CREATE INDEX messages_received ON messages(received_at);
+    CREATE INDEX recipients_address ON recipients(lower(address));
+    CREATE INDEX notifications_message ON notifications(message_id);
+    CREATE INDEX captured_message ON captured(message_id);
+    CREATE TABLE retired_tokens (token TEXT PRIMARY KEY, queue_id TEXT NOT NULL);
+    CREATE TABLE retired_links (
+        queue_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (queue_id, position)
+    );
+    """,
 ]

@@ -25,6 +25,7 @@ from relay.records import (
 )
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.schema import MIGRATIONS
+from relay.store.sqlite_privacy import PrivacyMixin
 from relay.store.sqlite_reports import ReportsMixin
 from relay.store.sqlite_runner import SqliteRunner, connect
 from relay.store.sqlite_transfer import TransferMixin
@@ -32,14 +33,12 @@ from relay.store.sqlite_webhooks import WebhooksMixin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# privacy list kind -> (table, column); names come from here only, never from input
-_PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
 # an erased body leaves copies of its pages in the WAL (and its old page in the main file)
 # until a checkpoint; one runs at most this long after an erase, however quiet the relay is
 CHECKPOINT_EVERY = 5.0
 
 
-class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin):
+class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
     def __init__(self, path: str) -> None:
         self.path = path
         self._runner = SqliteRunner(path)
@@ -172,25 +171,6 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin):
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail, in one read: the user's policy and the privacy rules."""
         return await self._runner.read_point(lambda c: (_policy(c, user_id), _privacy_rules(c, addresses)))
-
-    async def privacy_list(self, kind: str) -> list[str]:
-        table, column = _PRIVACY_TABLES[kind]
-        return await self._runner.read(
-            lambda c: [r[0] for r in c.execute(f"SELECT {column} FROM {table} ORDER BY {column}")]
-        )
-
-    async def privacy_add(self, kind: str, entry: str) -> bool:
-        table, column = _PRIVACY_TABLES[kind]
-        return await self._runner.write(
-            lambda c: c.execute(f"INSERT OR IGNORE INTO {table} ({column}, created_at) VALUES (?, ?)",
-                                (entry.lower(), time.time())).rowcount == 1
-        )
-
-    async def privacy_del(self, kind: str, entry: str) -> bool:
-        table, column = _PRIVACY_TABLES[kind]
-        return await self._runner.write(
-            lambda c: c.execute(f"DELETE FROM {table} WHERE {column} = ?", (entry.lower(),)).rowcount == 1
-        )
 
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
         return await self._runner.read(

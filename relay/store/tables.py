@@ -20,6 +20,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("webhooks", ("id",)),
     ("webhook_deliveries", ("webhook_id", "id")),  # a text id: no sequence to move on
     ("webhook_attempts", ("id",)),
+    ("retired_tokens", ("token",)),
+    ("retired_links", ("queue_id", "position")),
     # panel sessions are not copied: after a move, users log in again
 )
 KEYS = dict(TABLES)
