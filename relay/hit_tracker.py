@@ -33,6 +33,7 @@ UNKNOWN = object()  # cached_link(): not in the cache
 class HitStore(Protocol):
     async def copy_target(self, token: str) -> CopyTarget | None: ...
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]: ...
+    async def retired_link(self, token: str, position: int) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class HitTracker:
         self.clock = clock
         self.rules = rules if rules is not None else load_rules()
         self._targets: TtlCache[str, CopyTarget | None] = TtlCache(settings.target_cache_size, settings.target_ttl)
+        # links of mail purged by retention: (token, position) -> URL, None when not one either
+        self._retired: TtlCache[tuple[str, int], str | None] = TtlCache(settings.target_cache_size, settings.target_ttl)
         self._lookups: dict[Hashable, asyncio.Future] = {}
         self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
         self._clicks: OrderedDict[int, dict[int, float]] = OrderedDict()  # copy -> position -> last click
@@ -123,7 +126,7 @@ class HitTracker:
         self._refreshes: set[asyncio.Future] = set()
         self.hits = metrics.counter("trackrelay_hits_total", "Hits on known tokens by kind and class",
                                     ("kind", "class"))
-        self.unknown = metrics.counter("trackrelay_hits_unknown_total", "Hits on unknown or malformed tokens",
+        self.unknown = metrics.counter("trackrelay_hits_unknown_total", "Hits on unknown or malformed tokens (kind retired: clicks in mail purged by retention)",
                                        ("kind",))
         self.dropped = recorder.dropped
 
@@ -177,6 +180,31 @@ class HitTracker:
         if target is None or position not in target.links:
             return None
         return target, target.links[position]
+
+    def cached_destination(self, token: str, position: int) -> tuple[CopyTarget | None, str] | None | object:
+        """Where a click goes, from the caches alone (UNKNOWN: ask the store): (copy, URL),
+        (None, URL) for a link in mail purged by retention (it redirects, recording nothing),
+        or None for an unknown token or position."""
+        found = self.cached_link(token, position)
+        if found is not None:
+            return found
+        url = self._retired.get((token, position))
+        if url is _MISSING:
+            return UNKNOWN
+        return None if url is None else (None, url)
+
+    async def destination(self, token: str, position: int) -> tuple[CopyTarget | None, str] | None:
+        """cached_destination() with the store asked. Raises StoreUnavailable."""
+        found = await self.link(token, position)
+        if found is not None:
+            return found
+        url = await self._once(("retired", token, position), lambda: self._load_retired(token, position))
+        return None if url is None else (None, url)
+
+    async def _load_retired(self, token: str, position: int) -> str | None:
+        url = await self.store.retired_link(token, position)
+        self._retired.put((token, position), url, None if url else self.s.unknown_ttl)
+        return url
 
     # recording
 

@@ -196,14 +196,14 @@ class HitsServer:
             return _page(404, NOT_FOUND_PAGE, head, close)
         position = int(digits)
         raw = self._raw("click", method, headers, remote, position)
-        found = self.tracker.cached_link(token, position)
+        found = self.tracker.cached_destination(token, position)
         if found is UNKNOWN:
             return asyncio.create_task(self._cold_click(token, raw, head, close))
         return self._redirect(token, raw, found, head, close)  # type: ignore[arg-type]
 
     async def _cold_click(self, token: str, raw: RawHit, head: bool, close: bool) -> bytes:
         try:
-            found = await self.tracker.link(token, raw.position or 0)
+            found = await self.tracker.destination(token, raw.position or 0)
         except StoreUnavailable:
             return _page(503, UNAVAILABLE_PAGE, head, close, (("Retry-After", "5"),))
         return self._redirect(token, raw, found, head, close)
@@ -213,7 +213,10 @@ class HitsServer:
             self.tracker.unknown.inc("click")
             return _page(404, NOT_FOUND_PAGE, head, close)
         target, url = found
-        self.tracker.observe_click(token, target, raw)
+        if target is None:  # a link in mail purged by retention: still goes where it went, records nothing
+            self.tracker.unknown.inc("retired")
+        else:
+            self.tracker.observe_click(token, target, raw)
         # the stored URL byte for byte: no URL library gets to normalise it on the way out
         return response(302, (("Location", safe_location(url)), ("Cache-Control", NO_STORE),
                               ("Referrer-Policy", "no-referrer")), head=head, close=close)

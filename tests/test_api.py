@@ -373,7 +373,9 @@ async def test_privacy_lists_for_admins_apply_to_the_next_mail(sink, start_app, 
         async with http.post(f"{base}/consent", data=b"{", headers=auth(admin)) as resp:
             assert resp.status == 400
         async with http.get(f"{base}/dnt", headers=auth(admin)) as resp:
-            assert (await resp.json()) == {"entries": ["bob@example.org"]}
+            listed = await resp.json()
+            assert listed["entries"] == ["bob@example.org"]
+            assert [(r["source"], r["recorded_by"]) for r in listed["records"]] == [("api", "root@example.com")]
         # the relay reads the list per mail: bob's copy goes out untracked, carol's tracked
         await smtp_send(app.port("smtp"), html_mail(extra_headers="X-Track: on\r\n"),
                         rcpts=["bob@example.org", "carol@example.net"])

@@ -56,12 +56,13 @@ def test_privacy_lists(run):
     assert run("dnt", "add", "Bob@Example.org").stdout.strip() == "dnt: added bob@example.org"
     assert run("dnt", "add", "@secret.example").returncode == 0
     assert run("dnt", "add", "not an address").returncode == 2
-    assert run("dnt", "list").stdout.split() == ["@secret.example", "bob@example.org"]
+    listed = [line.split("\t") for line in run("dnt", "list").stdout.splitlines()]
+    assert [(row[0], row[2], row[3]) for row in listed] == [("@secret.example", "cli", "-"), ("bob@example.org", "cli", "-")]
     assert run("dnt", "del", "bob@example.org").returncode == 0
     assert run("dnt", "del", "bob@example.org").returncode == 2
     assert run("consent", "add", "@example.org").returncode == 2
     assert run("consent", "add", "carol@example.org").returncode == 0
-    assert run("consent", "list").stdout.split() == ["carol@example.org"]
+    assert [line.split("\t")[0] for line in run("consent", "list").stdout.splitlines()] == ["carol@example.org"]
 
 
 @pytest.mark.parametrize("part", ["smtp", "delivery"])
@@ -122,3 +123,26 @@ def test_only_is_repeatable_and_runs_just_those_parts(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "first admin" not in out
+
+
+def test_consent_import_purge_and_a_users_erasure(run, tmp_path):
+    rows = tmp_path / "consent.csv"
+    rows.write_text("address,date,source\ncarol@example.org,2025-03-01,web form\nbroken,2025-01-01\n")
+    first = run("consent", "import", str(rows))
+    assert first.returncode == 1 and first.stdout.strip() == "2 lines: 1 added, 0 already recorded, 1 rejected"
+    assert first.stderr.strip() == "consent.csv:3: not an address: 'broken'"
+    again = run("consent", "import", str(rows), "--json")  # idempotent
+    assert '"added": 0' in again.stdout and '"already": 1' in again.stdout
+    listed = run("consent", "list").stdout.strip().split("\t")
+    assert listed[0] == "carol@example.org" and listed[2] == "import:consent.csv (web form)"
+    assert listed[4] == "given 2025-03-01T00:00:00Z"
+    assert run("purge", "--dry-run").stdout.startswith("would remove nothing from before ")
+    off = run("purge", env={"TRACKRELAY_PRIVACY_RETENTION_DAYS": "0"})
+    assert off.returncode == 2 and "kept forever" in off.stderr
+    run("user", "add", "alice@example.com", "--password-stdin", stdin="long enough pw\n")
+    assert run("user", "del", "alice@example.com", "--erase").stdout.strip() == (
+        "deleted alice@example.com, 0 messages erased")
+    erased = run("erase", "Bob@Example.org")
+    assert erased.stdout.strip() == "erased bob@example.org: nothing; on the do-not-track list (as a digest)"
+    assert run("dnt", "list").stdout.split("\t")[0].endswith("(an erased address)")
+    assert run("erase", "@example.org").returncode == 2

@@ -12,7 +12,7 @@ from admin import make_admin_app
 from admin.keys import AdminSettings
 from admin.ops import register_child_notify_metrics, register_mail_metrics, register_notify_metrics
 from relay.auth import hash_password, new_password
-from relay.config import PARTS, Config, parse_listen, parse_upstream_url
+from relay.config import PARTS, Config, parse_clock_time, parse_listen, parse_upstream_url
 from relay.delivery import DeliverySettings, DeliveryWorker
 from relay.delivery_process import DeliveryProcess
 from relay.errors import StartupError
@@ -23,6 +23,7 @@ from relay.intake import TrackingRules
 from relay.rewrite_pool import RewritePool
 from relay.metrics import Metrics
 from relay.notify import NotifySettings, NotifyWorker
+from relay.purger import Purger
 from relay.netaddr import parse_networks
 from relay.credentials import Credentials
 from relay.smtpd import RelayHandler, SmtpPolicy, start_listener
@@ -130,6 +131,10 @@ class App:
         self.delivery = DeliveryWorker(self.store, self.upstream, settings, credentials=self.credentials,
                                        clock=self.clock, rewriter=rewriter)
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+        if cfg.privacy.retention_days:  # beside delivery: one such role per deployment, usually
+            purger = Purger(self.store, cfg.privacy.retention_days,
+                            parse_clock_time(cfg.privacy.purge_time, "privacy.purge_time"), clock=self.clock)
+            self._tasks.append(asyncio.create_task(purger.run(), name="purge"))
 
     def _start_notify(self) -> None:
         cfg = self.cfg.notify

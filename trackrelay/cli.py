@@ -22,9 +22,9 @@ from relay import config_template
 from relay.auth import hash_password, new_api_token, token_hash
 from relay.config import PARTS, Config
 from relay.errors import ConfigError, TrackrelayError
-from relay.policy import UserPolicy, parse_policy_updates, privacy_entry
+from relay.policy import UserPolicy, parse_policy_updates
 from relay.store import Store, open_store
-from trackrelay import webhook_cli
+from trackrelay import privacy_cli, webhook_cli
 
 log = logging.getLogger("trackrelay")
 
@@ -83,8 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("email")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(handler=_user_passwd)
-    delete = user.add_parser("del", parents=[common])
+    delete = user.add_parser("del", parents=[common], help="remove a user and their mail")
     delete.add_argument("email")
+    delete.add_argument("--erase", action="store_true",
+                        help="also the capture upstream's copies of their mail, gone from the store files")
     delete.set_defaults(handler=_user_del)
 
     token = verbs.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
@@ -101,13 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("email")
     put.add_argument("pairs", nargs="+", metavar="KEY=VALUE", help="mode=always|opt-in|off, opens=, clicks=, notify=, sticky=")
     put.set_defaults(handler=_policy_set)
-    for kind, what in (("dnt", "ADDRESS or @DOMAIN never tracked"), ("consent", "ADDRESS that consented")):
-        sub = verbs.add_parser(kind, help=f"privacy list: {what}").add_subparsers(dest="action", required=True)
-        for action in ("add", "del"):
-            one = sub.add_parser(action, parents=[common])
-            one.add_argument("entry", metavar="ADDRESS")
-            one.set_defaults(handler=_privacy_edit, kind=kind)
-        sub.add_parser("list", parents=[common]).set_defaults(handler=_privacy_list, kind=kind)
+    privacy_cli.add_parsers(verbs, common)
     webhook_cli.add_parser(verbs, common)
     move = verbs.add_parser("migrate-store", help="copy every user, message and event into another (empty) store")
     move.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:///var/trackrelay.db")
@@ -236,9 +232,10 @@ async def _user_passwd(store: Store, args: Any) -> int:
 
 
 async def _user_del(store: Store, args: Any) -> int:
+    erased = await privacy_cli.erase_user(store, args, (await _need_user(store, args.email)).id) if args.erase else 0
     if not await store.delete_user(args.email):
         raise ValueError(f"no such user: {args.email}")
-    print(f"deleted {args.email.lower()}")
+    print(f"deleted {args.email.lower()}" + (f", {erased} messages erased" if args.erase else ""))
     return 0
 
 
@@ -269,24 +266,6 @@ async def _policy_set(store: Store, args: Any) -> int:
     policy = parse_policy_updates(await store.policy(user.id) or UserPolicy(), pairs)
     await store.set_policy(user.id, policy)
     return await _policy_show(store, args)
-
-
-async def _privacy_edit(store: Store, args: Any) -> int:
-    entry = privacy_entry(args.kind, args.entry)
-    if args.action == "add":
-        added = await store.privacy_add(args.kind, entry)
-        print(f"{args.kind}: {'added' if added else 'already listed'} {entry}")
-    elif await store.privacy_del(args.kind, entry):
-        print(f"{args.kind}: removed {entry}")
-    else:
-        raise ValueError(f"{args.kind}: not listed: {entry}")
-    return 0
-
-
-async def _privacy_list(store: Store, args: Any) -> int:
-    for entry in await store.privacy_list(args.kind):
-        print(entry)
-    return 0
 
 
 def _init(args: Any) -> int:
