@@ -138,7 +138,7 @@ class HitRecorder:
                 log.exception("store rejected a batch of %d hits", len(batch))
                 if rejections >= self.s.max_rejections:
                     if len(batch) == 1:
-                        log.error("hit dropped, the store refuses it: %r", batch[0])
+                        log.error("hit dropped, the store refuses it: a %s of copy %d", batch[0].type, batch[0].copy_id)
                         self.dropped.inc("rejected")
                     else:
                         for event in batch:

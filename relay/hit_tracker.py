@@ -336,7 +336,8 @@ class HitTracker:
         try:
             cls = classify(hit, ctx, self.rules)
         except Exception:  # a classifier bug must not break the pixel, nor lose the hit uncounted
-            log.exception("hit dropped: classification failed for %r", hit)
+            # the kind and method only: the whole hit carries the reader's full IP (not for logs)
+            log.exception("hit dropped: classification failed for a %s %s", raw.method, raw.kind)
             self.dropped.inc("error")
             return
         self.hits.inc(raw.kind, cls)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import aiosmtplib
 import pytest
 
 from conftest import add_user, both_engines
@@ -119,3 +121,24 @@ async def test_export_over_the_command_line_is_json_only(sink, start_app, tmp_pa
     held = json.loads(await run_cli(app, "export", BOB))
     assert [m["subject"] for m in held["mails"]] == ["Quarterly numbers"]
     assert [(r["entry"], r["source"]) for r in held["consent"]] == [(BOB, "cli")]
+
+
+async def test_logs_at_info_name_no_recipient_no_reader_ip_and_no_content(sink, start_app, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    app = await start_relay(start_app, tmp_path, sink, privacy_retention_days="1")
+    copies = await deliver_tracked(app, sink, (BOB, "carol@example.org"), subject="Secret merger plans")
+    async with aiohttp.ClientSession() as s:
+        for url in (copies[BOB].pixel, copies[BOB].clicks[0], copies[BOB].pixel + "x", "/c/nope/1"):
+            await hit(s, app, url if url.startswith("http") else copies[BOB].pixel.split("/o/")[0] + url,
+                      ua=THUNDERBIRD, ip=READER_IP)
+        await events(app, tmp_path, 2)
+    await run_cli(app, "purge")
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=app.port("smtp"), start_tls=False)
+    await client.connect()
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await client.login("mallory@example.com", "wrong password")
+    await client.quit()
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "AUTH failed for 'mallory@example.com'" in logged  # what the relay logs is seen here
+    for secret in (BOB, "carol@example.org", READER_IP, "Secret merger plans", "see the numbers"):
+        assert secret not in logged, secret

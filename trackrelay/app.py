@@ -148,6 +148,9 @@ class App:
         self._tasks.append(asyncio.create_task(self.notify.run(), name="notify"))
 
     async def _start_smtp(self) -> None:
+        # aiosmtpd logs every command at INFO: recipients' addresses (which logs must not
+        # hold, README "Privacy") and about 8% of the relay's CPU under load
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         cfg = self.cfg.smtp
         policy = SmtpPolicy(
             hostname=cfg.hostname, max_message_size=cfg.max_message_size, max_line_length=cfg.max_line_length,

@@ -34,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     default_level = "INFO" if args.verb == "serve" else "WARNING"  # admin verbs print only their answer
     logging.basicConfig(level=os.environ.get("TRACKRELAY_LOG_LEVEL", default_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every command at INFO: about 8% of the relay's CPU under load
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         if args.verb == "init":
             return _init(args)
