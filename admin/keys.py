@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from relay.config import PrivacyConfig
 from relay.metrics import Metrics
 from relay.netaddr import Network
 from relay.store import Store
@@ -28,6 +29,8 @@ class AdminSettings:
     allow_private_targets: bool = False
     webhook_timeout: float = 5.0
     panel_url: str = ""
+    # the privacy settings, for the admins' privacy page (its report)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 STORE = web.AppKey("store", Store)

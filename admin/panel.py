@@ -153,12 +153,12 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def _field(form: Any, name: str) -> str:
+def form_field(form: Any, name: str) -> str:
     value = form.get(name, "")
     return value if isinstance(value, str) else ""  # an uploaded file where text belongs: nothing
 
 
-def _redirect(location: str) -> web.Response:
+def see_other(location: str) -> web.Response:
     # 303: after a POST the browser follows with a GET
     return web.Response(status=303, headers={"Location": location})
 
@@ -167,7 +167,7 @@ def _redirect(location: str) -> web.Response:
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     if PANEL_USER in request:
-        return _redirect(safe_next(request.query.get("next")))
+        return see_other(safe_next(request.query.get("next")))
     return _login_page(request, next_url=safe_next(request.query.get("next")))
 
 
@@ -184,10 +184,10 @@ def _login_page(request: web.Request, *, next_url: str, error: str = "", email: 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    if not csrf_ok(request.cookies.get(LOGIN_COOKIE), _field(form, CSRF_FIELD)):
+    if not csrf_ok(request.cookies.get(LOGIN_COOKIE), form_field(form, CSRF_FIELD)):
         raise web.HTTPForbidden()
-    email, password = _field(form, "email").strip(), _field(form, "password")
-    next_url = safe_next(_field(form, "next"))
+    email, password = form_field(form, "email").strip(), form_field(form, "password")
+    next_url = safe_next(form_field(form, "next"))
     state, store = request.app[PANEL], request.app[STORE]
     ip = request_ip(request)
     if not state.throttle.attempt(email, ip):
@@ -207,7 +207,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if ip:
         state.should_note_ip(user.id, ip, now)
         await store.note_sender_ip(user.id, ip, now)
-    response = _redirect(next_url)
+    response = see_other(next_url)
     set_session_cookie(response, session_id, secure=over_tls(request))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     return response
@@ -215,12 +215,12 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     if PANEL_USER not in request:
-        return _redirect("/login")
+        return see_other("/login")
     form = await request.post()
-    if not csrf_ok(request_csrf(request), _field(form, CSRF_FIELD)):
+    if not csrf_ok(request_csrf(request), form_field(form, CSRF_FIELD)):
         raise web.HTTPForbidden()
     await request.app[STORE].delete_panel_session(session_hash(request[SESSION_ID]))
-    response = _redirect("/login")
+    response = see_other("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -237,10 +237,10 @@ async def notifications_page(request: web.Request) -> dict[str, Any]:
 @login_required
 async def notifications_read(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    if not csrf_ok(request_csrf(request), _field(form, CSRF_FIELD)):
+    if not csrf_ok(request_csrf(request), form_field(form, CSRF_FIELD)):
         raise web.HTTPForbidden()
     await request.app[STORE].mark_notifications_read(request[PANEL_USER].id, None)
-    return _redirect("/notifications")
+    return see_other("/notifications")
 
 
 # messages

@@ -13,6 +13,7 @@ from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Sequence
 
+from relay.config import PrivacyConfig
 from relay.notify_rules import rfc3339
 from relay.policy import ERASED_PREFIX, privacy_entry
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData
@@ -137,26 +138,25 @@ def _date(value: str) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def privacy_report(*, retention_days: int, purge_time: str, anonymize_ip: bool, consent: str, optout_link: bool,
-                   disclosure: bool, dnt: Sequence[PrivacyRecord], consented: int, due: PurgeCounts | None) -> str:
-    """`trackrelay privacy report`: what this deployment stores, for how long, with which
-    settings - the basis of a record of processing."""
+def privacy_report(p: PrivacyConfig, *, dnt: Sequence[PrivacyRecord], consented: int,
+                   due: PurgeCounts | None) -> str:
+    """`trackrelay privacy report` and the admins' privacy page: what this deployment stores,
+    for how long, with which settings - the basis of a record of processing. due: what is
+    past retention now."""
     erased = sum(1 for r in dnt if r.entry.startswith(ERASED_PREFIX))
     domains = sum(1 for r in dnt if r.entry.startswith("@"))
-    keep = f"{retention_days} days, purged daily at {purge_time}" if retention_days else "forever (retention off)"
+    keep = f"{p.retention_days} days, purged daily at {p.purge_time}" if p.retention_days else "forever (retention off)"
+    consent = "required (only recipients with a consent record are tracked)" if p.consent == "required" else "not required"
     lines = [
         "What is stored about recipients",
         "  per tracked mail: sender, subject, Message-ID, recipient addresses, delivery status;",
         "  the message body only until every recipient is delivered (then erased for real);",
         "  per open or click: time, class (human, proxy, prefetch, scanner, self), user agent, IP address",
-        f"    IP addresses: {'truncated (IPv4 /24, IPv6 /48)' if anonymize_ip else 'kept whole'}",
+        f"    IP addresses: {'truncated (IPv4 /24, IPv6 /48)' if p.anonymize_ip else 'kept whole'}",
         f"Kept: {keep}",
         "  (events, and mail with no activity since; links in purged mail keep redirecting, recording nothing)",
-        f"Consent: {'required (only recipients with recorded consent are tracked)' if consent == 'required' else 'not required'}"
-        f"; {consented} consent records",
+        f"Consent: {consent}; {consented} consent records",
         f"Do-not-track: {len(dnt) - erased - domains} addresses, {domains} domains, {erased} erased addresses",
-        f"Recipients are told: {'a notice and an opt-out link' if optout_link else 'no opt-out link'}"
-        f"{', a disclosure text' if disclosure else ''}",
     ]
     if due is not None:
         lines.append(f"Past retention now (the next purge removes): {counts_text(due)}")

@@ -209,7 +209,8 @@ class App:
                                  trusted_proxies=parse_networks(self.cfg.http.trusted_proxies),
                                  login_attempts_per_minute=self.cfg.admin.login_attempts_per_minute,
                                  allow_private_targets=self.cfg.notify.allow_private_targets,
-                                 webhook_timeout=self.cfg.notify.timeout, panel_url=self.cfg.admin.public_url)
+                                 webhook_timeout=self.cfg.notify.timeout, panel_url=self.cfg.admin.public_url,
+                                 privacy=self.cfg.privacy)
         runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,

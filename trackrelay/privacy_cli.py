@@ -143,20 +143,11 @@ async def _export(store: Store, args: Any) -> int:
 
 
 async def _report(store: Store, args: Any) -> int:
-    cfg: Config = args.cfg
-    print(await report_text(store, cfg))
-    return 0
-
-
-async def report_text(store: Store, cfg: Config) -> str:
-    """The privacy report (also the admin's privacy page)."""
-    p = cfg.privacy
+    p = args.cfg.privacy
     cutoff = retention_cutoff(time.time(), p.retention_days)
-    return privacy_report(
-        retention_days=p.retention_days, purge_time=p.purge_time, anonymize_ip=p.anonymize_ip, consent=p.consent,
-        optout_link=False, disclosure=False,
-        dnt=await store.privacy_records("dnt"), consented=len(await store.privacy_list("consent")),
-        due=None if cutoff is None else await store.purge_preview(cutoff))
+    print(privacy_report(p, dnt=await store.privacy_records("dnt"), consented=len(await store.privacy_list("consent")),
+                         due=None if cutoff is None else await store.purge_preview(cutoff)))
+    return 0
 
 
 async def erase_user(store: Store, args: Any, user_id: int) -> int:

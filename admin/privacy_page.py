@@ -1,0 +1,110 @@
+"""/admin/privacy, for admins: the privacy report, the do-not-track and consent lists with
+their records, and a data subject's access and erasure (the same store calls as
+`trackrelay dnt|consent`, `export`, `erase` and /api/v1/privacy)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from admin.keys import SETTINGS, STORE
+from admin.panel import form_field, login_required, page_context, see_other
+from admin.sessions import CSRF_FIELD, PANEL_USER, csrf_ok, request_csrf
+from relay.policy import PRIVACY_LISTS, privacy_entry
+from relay.privacy import describe_entry, erasure_text, privacy_report, retention_cutoff, subject_json
+
+PAGE = "/admin/privacy"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PAGE, privacy_page)
+    app.router.add_post(PAGE + "/list", edit_list)
+    app.router.add_get(PAGE + "/export", export)
+    app.router.add_post(PAGE + "/erase", erase)
+
+
+def _admin(request: web.Request) -> None:
+    if not request[PANEL_USER].is_admin:
+        raise web.HTTPNotFound()  # as for another user's mail: nothing here for them
+
+
+async def _form(request: web.Request) -> Any:
+    form = await request.post()
+    if not csrf_ok(request_csrf(request), form_field(form, CSRF_FIELD)):
+        raise web.HTTPForbidden()
+    return form
+
+
+@login_required
+async def privacy_page(request: web.Request) -> web.StreamResponse:
+    _admin(request)
+    store, p = request.app[STORE], request.app[SETTINGS].privacy
+    lists = {kind: await store.privacy_records(kind) for kind in PRIVACY_LISTS}
+    cutoff = retention_cutoff(time.time(), p.retention_days)
+    report = privacy_report(p, dnt=lists["dnt"], consented=len(lists["consent"]),
+                            due=None if cutoff is None else await store.purge_preview(cutoff))
+    address = request.query.get("address", "").strip()
+    subject, error = None, request.query.get("error", "")
+    if address:
+        try:
+            subject = subject_json(await store.subject(privacy_entry("consent", address)), time.time())
+        except ValueError as e:
+            error = str(e)
+    return aiohttp_jinja2.render_template("privacy.html", request, page_context(
+        request, title="Privacy", report=report, lists=lists, describe=describe_entry, subject=subject,
+        subject_events=sum(len(m["events"]) for m in subject["mails"]) if subject else 0,
+        address=address, error=error, done=request.query.get("done", "")))
+
+
+@login_required
+async def edit_list(request: web.Request) -> web.StreamResponse:
+    _admin(request)
+    form = await _form(request)
+    kind, action = form_field(form, "kind"), form_field(form, "action")
+    if kind not in PRIVACY_LISTS or action not in ("add", "del"):
+        raise web.HTTPBadRequest()
+    try:
+        entry = privacy_entry(kind, form_field(form, "entry"))
+    except ValueError as e:
+        return see_other(f"{PAGE}?{_query(error=str(e))}")
+    store = request.app[STORE]
+    if action == "add":
+        await store.privacy_add(kind, entry, source="panel", recorded_by=request[PANEL_USER].email)
+    else:
+        await store.privacy_del(kind, entry)
+    return see_other(f"{PAGE}#{kind}")
+
+
+@login_required
+async def export(request: web.Request) -> web.StreamResponse:
+    """The access request's JSON, as a download."""
+    _admin(request)
+    try:
+        address = privacy_entry("consent", request.query.get("address", ""))
+    except ValueError as e:
+        raise web.HTTPBadRequest(text=str(e))
+    body = json.dumps(subject_json(await request.app[STORE].subject(address), time.time()), indent=2,
+                      ensure_ascii=False)
+    return web.Response(text=body, content_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="trackrelay-{address.replace(chr(34), "")}.json"'})
+
+
+@login_required
+async def erase(request: web.Request) -> web.StreamResponse:
+    _admin(request)
+    form = await _form(request)
+    try:
+        address = privacy_entry("consent", form_field(form, "address"))
+    except ValueError as e:
+        return see_other(f"{PAGE}?{_query(error=str(e))}")
+    keep = form_field(form, "keep_trackable") == "1"
+    counts = await request.app[STORE].erase_subject(address, keep_trackable=keep, now=time.time())
+    return see_other(f"{PAGE}?{_query(done=erasure_text(address, counts, keep))}")
+
+
+def _query(**values: str) -> str:
+    return urlencode(values)
