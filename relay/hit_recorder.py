@@ -2,7 +2,9 @@
 
 The pixel must never wait for the store (invariant 6), so handlers only append here.
 One writer task takes up to ``batch_size`` events at a time and hands them to the store
-in one call (one transaction). A failed write keeps its batch and is retried with
+in one call (one transaction). Urgent hits (those that may notify someone: a person's
+first open of a copy, a person's click) go ahead of the rest without waiting for company,
+so a flood of opens on one mail does not delay the notice of another. A failed write keeps its batch and is retried with
 backoff; a full queue refuses the hit and counts it as dropped. ``close()`` drains
 everything still queued before the store is closed.
 """
@@ -44,6 +46,7 @@ class HitRecorder:
         self.s = settings
         self._on_recorded = on_recorded  # a batch is committed (the notify role may have work)
         self._queue: deque[NewEvent] = deque()
+        self._urgent: deque[NewEvent] = deque()
         self._arrived = asyncio.Event()
         self._full_batch = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -59,19 +62,19 @@ class HitRecorder:
 
     @property
     def depth(self) -> int:
-        return len(self._queue) + self._in_flight
+        return len(self._queue) + len(self._urgent) + self._in_flight
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hit-recorder")
 
-    def submit(self, event: NewEvent) -> bool:
+    def submit(self, event: NewEvent, *, urgent: bool = False) -> bool:
         """Queue one hit; never blocks. False (and counted) when the queue is full."""
-        if len(self._queue) >= self.s.max_queue:
+        if len(self._queue) + len(self._urgent) >= self.s.max_queue:
             self.dropped.inc("queue_full")
             return False
-        self._queue.append(event)
+        (self._urgent if urgent else self._queue).append(event)
         self._arrived.set()
-        if len(self._queue) >= self.s.batch_size:
+        if urgent or len(self._queue) >= self.s.batch_size:
             self._full_batch.set()
         return True
 
@@ -92,24 +95,27 @@ class HitRecorder:
                 log.error("store unavailable at shutdown: %d hits not recorded", lost)
                 self.dropped.inc("shutdown", n=lost)
             self._queue.clear()
+            self._urgent.clear()
             self._in_flight = 0
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue and not self._urgent:
                 if self._closing:
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if len(self._queue) < self.s.batch_size and not self._closing and self.s.linger > 0:
+            if (len(self._queue) < self.s.batch_size and not self._urgent and not self._closing
+                    and self.s.linger > 0):
                 self._full_batch.clear()
                 try:
                     await asyncio.wait_for(self._full_batch.wait(), self.s.linger)
                 except asyncio.TimeoutError:
                     pass
-            n = min(len(self._queue), self.s.batch_size)
-            batch = [self._queue.popleft() for _ in range(n)]
+            batch = [self._urgent.popleft() for _ in range(min(len(self._urgent), self.s.batch_size))]
+            batch += [self._queue.popleft() for _ in range(min(len(self._queue), self.s.batch_size - len(batch)))]
+            n = len(batch)
             self._in_flight = n
             try:
                 await self._write(batch)

@@ -120,6 +120,8 @@ class HitTracker:
         self._lookups: dict[Hashable, asyncio.Future] = {}
         self._sender_ips: TtlCache[int, frozenset[str]] = TtlCache(10000, settings.sender_ip_ttl)
         self._clicks: OrderedDict[int, dict[int, float]] = OrderedDict()  # copy -> position -> last click
+        # copies a person was seen opening: their later opens notify no one, so they need not hurry
+        self._read: TtlCache[int, bool] = TtlCache(settings.target_cache_size, 3600.0)
         self._waiting: dict[str, list[_Waiting]] = {}  # token -> hits parked until its look-ups end
         self._parked = 0
         self._tasks: set[asyncio.Future] = set()  # one per token in _waiting
@@ -343,8 +345,11 @@ class HitTracker:
         self.hits.inc(raw.kind, cls)
         # classified on the full address; only the truncated one is kept
         ip = anonymize_ip(raw.ip) if self.s.anonymize_ip else raw.ip
+        urgent = cls == "human" and (raw.kind == "click" or self._read.get(target.copy_id) is _MISSING)
+        if urgent and raw.kind == "open":
+            self._read.put(target.copy_id, True)
         self.recorder.submit(NewEvent(target.copy_id, target.message_id, raw.kind, raw.at, raw.position, ip,
-                                      raw.user_agent, cls))
+                                      raw.user_agent, cls), urgent=urgent)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Wait for background look-ups, so their hits reach the recorder before it closes."""

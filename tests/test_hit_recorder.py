@@ -53,6 +53,27 @@ async def test_hits_are_written_in_batches_in_order():
     assert rec.recorded.total() == 250 and rec.dropped.total() == 0
 
 
+async def test_an_urgent_hit_goes_into_the_next_batch_ahead_of_a_backlog():
+    sink = Sink()
+    rec = HitRecorder(sink, Metrics(), RecorderSettings(batch_size=100, linger=5.0))
+    rec.start()
+    sink.gate.clear()  # the store is busy with a batch: a backlog builds up behind it
+    for n in range(150):
+        rec.submit(event(n))
+    await asyncio.sleep(0.05)
+    assert rec.submit(event(999), urgent=True)
+    sink.gate.set()
+    await asyncio.wait_for(_until(lambda: len(sink.batches) >= 2), 2)  # well before the 5 s linger
+    assert sink.batches[1][0].at == 999.0
+    await rec.close()
+    assert sorted(e.at for e in sink.stored) == [*map(float, range(150)), 999.0]
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
 async def test_an_outage_is_retried_and_counted_without_losing_a_hit():
     sink = Sink()
     sink.fail_with = StoreUnavailable("disk I/O error")
