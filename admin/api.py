@@ -22,9 +22,11 @@ from relay.auth import token_hash
 from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy, parse_policy_updates
 from relay.records import EventReport, HitCounts, LinkReport, MessageReport, Notification, RecipientReport
+from relay.store.listing import cursor_text, parse_cursor
 
 PREFIX = "/api/"
 MAX_LIMIT = 1000
+PAGE_DEFAULT, PAGE_MAX = 50, 500  # the message list's page size
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -197,17 +199,27 @@ def policy_json(p: UserPolicy) -> dict[str, Any]:
 # handlers
 
 async def list_messages(request: web.Request) -> web.Response:
+    """Newest first; `?tracked=1|0`, `?q=` (subject or recipient), `?limit=` (50, at most 500);
+    the next page is `?before=<next>` (keyset: as fast at page 1,000 as at page 1)."""
     tracked_raw = request.query.get("tracked")
     tracked: bool | None = None
     if tracked_raw is not None:
         if tracked_raw.lower() not in ("1", "true", "0", "false"):
             raise web.HTTPBadRequest(reason="tracked: expected 1 or 0")
         tracked = tracked_raw.lower() in ("1", "true")
-    limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
+    limit = int_param(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     offset = int_param(request, "offset", 0, 0, 10**9)
-    reports = await request.config_dict[STORE].message_reports(_scope(request), tracked=tracked,
-                                                               limit=limit, offset=offset)
-    return json_response({"messages": [_message(m) for m in reports]})
+    try:
+        before = parse_cursor(request.query["before"]) if "before" in request.query else None
+    except ValueError as e:
+        raise web.HTTPBadRequest(reason=str(e)) from None
+    search = request.query.get("q", "").strip()[:200]
+    reports = await request.config_dict[STORE].message_reports(
+        _scope(request), tracked=tracked, limit=limit + 1, offset=offset, before=before, search=search)
+    page = reports[:limit]
+    more = len(reports) > limit
+    return json_response({"messages": [_message(m) for m in page],
+                          "next": cursor_text((page[-1].received_at, page[-1].id)) if more else None})
 
 
 async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:

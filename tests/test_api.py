@@ -73,7 +73,7 @@ async def test_a_cli_token_authenticates_and_anything_else_is_401(sink, start_ap
     token = out.decode().strip()
     async with aiohttp.ClientSession() as s:
         status, body, _ = await api(s, app, "/api/v1/messages", token)
-        assert status == 200 and body == {"messages": []}
+        assert status == 200 and body == {"messages": [], "next": None}
         for bad in (None, "trk_not-a-real-token", token + "x"):
             status, body, resp = await api(s, app, "/api/v1/messages", bad)
             assert status == 401 and body["error"]
@@ -182,7 +182,7 @@ async def test_a_user_sees_only_their_own_mail(sink, start_app, tmp_path):
         assert (await api(s, app, "/api/v1/messages", alice))[1]["messages"][0]["id"] == 1
         for token in (mallory, root):  # admins too, unless admin.admins_see_all
             status, body, _ = await api(s, app, "/api/v1/messages", token)
-            assert status == 200 and body == {"messages": []}
+            assert status == 200 and body == {"messages": [], "next": None}
             status, body, _ = await api(s, app, "/api/v1/messages/1", token)
             assert status == 404 and body == {"error": "not found"}
         for path in ("/api/v1/messages/2", "/api/v1/messages/abc", "/api/v1/messages/-1",
@@ -387,3 +387,28 @@ async def test_privacy_lists_for_admins_apply_to_the_next_mail(sink, start_app, 
             assert resp.status == 404
         async with http.get(f"{base}/other", headers=auth(admin)) as resp:
             assert resp.status == 404
+
+
+@both_engines
+async def test_messages_page_by_cursor_and_search_subjects_and_recipients(sink, start_app, tmp_path):
+    app = await start_relay(start_app, tmp_path, sink)
+    token = await token_for(app)
+    for n, rcpt in enumerate(("bob@example.org", "carol@example.org", "bob@example.net")):
+        await send(app.port("smtp"), tracked_mail("alice@example.com", [rcpt], subject=f"Offer {n}"),
+                   "alice@example.com", [rcpt])
+    await sink.wait_for(3)
+    async with aiohttp.ClientSession() as s:
+        seen, path = [], "/api/v1/messages?limit=2"
+        while path:
+            status, body, _ = await api(s, app, path, token)
+            assert status == 200 and len(body["messages"]) <= 2
+            seen += [m["subject"] for m in body["messages"]]
+            path = f"/api/v1/messages?limit=2&before={body['next']}" if body["next"] else None
+        assert seen == ["Offer 2", "Offer 1", "Offer 0"]
+        _, body, _ = await api(s, app, "/api/v1/messages?q=BOB%40", token)
+        assert [m["subject"] for m in body["messages"]] == ["Offer 2", "Offer 0"] and body["next"] is None
+        _, body, _ = await api(s, app, "/api/v1/messages?q=offer%201", token)
+        assert [m["subject"] for m in body["messages"]] == ["Offer 1"]
+        for bad in ("?before=yesterday", "?before=1.5_x", "?limit=501"):
+            status, body, _ = await api(s, app, "/api/v1/messages" + bad, token)
+            assert status == 400 and body["error"], bad

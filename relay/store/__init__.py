@@ -9,6 +9,7 @@ from typing import Protocol, Sequence
 
 from relay.config import StoreTarget, parse_store_url
 from relay.policy import PrivacyRules, UserPolicy
+from relay.store.listing import Cursor
 from relay.records import (
     ApiToken,
     User, NewMessage, ClaimedMessage, RecipientResult, CopyTarget, NewEvent, MessageReport, Notification, PanelSession,
@@ -72,8 +73,10 @@ class Store(Protocol):
     async def delivery_counts(self) -> dict[str, int]: ...
 
     # reports (JSON API, panel, metrics); user_id None = every user's mail
-    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None,
-                              limit: int = 100, offset: int = 0) -> list[MessageReport]: ...
+    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None, limit: int = 100,
+                              offset: int = 0, before: Cursor | None = None,
+                              search: str = "") -> list[MessageReport]: ...  # newest first; search:
+    # in subjects and recipients; before: keyset paging (relay/store/listing.py)
     async def message_report(self, message_id: int, user_id: int | None,
                              max_events: int = 10000) -> MessageReport | None: ...
     async def notifications(self, user_id: int, limit: int = 100, *, unread_only: bool = False,

@@ -19,6 +19,7 @@ from relay.records import (
     User,
 )
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.listing import Cursor, message_list_sql
 from relay.store.postgres_webhooks import enabled_webhooks, insert_deliveries
 
 _COUNT_COLUMNS = (
@@ -43,19 +44,12 @@ class PgReportsMixin:
         async with self._conn(transaction=True) as c:
             return await _record_hits(c, events)
 
-    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None,
-                              limit: int = 100, offset: int = 0) -> list[MessageReport]:
-        sql = "SELECT * FROM messages WHERE NOT is_dsn"
-        args: list[Any] = []
-        if user_id is not None:
-            args.append(user_id)
-            sql += f" AND user_id = ${len(args)}"
-        if tracked is not None:
-            args.append(tracked)
-            sql += f" AND (track_opens OR track_clicks) = ${len(args)}"
-        sql += f" ORDER BY received_at DESC, id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
+    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None, limit: int = 100,
+                              offset: int = 0, before: Cursor | None = None, search: str = "") -> list[MessageReport]:
+        sql, args = message_list_sql(lambda n: f"${n}", user_id=user_id, tracked=tracked, before=before,
+                                     search=search, limit=limit, offset=offset, like="ILIKE")
         async with self._conn() as c:
-            return await _reports(c, await c.fetch(sql, *args, limit, offset))
+            return await _reports(c, await c.fetch(sql, *args))
 
     async def message_report(self, message_id: int, user_id: int | None,
                              max_events: int = 10000) -> MessageReport | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from relay.errors import StoreUnavailable
 from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.listing import Cursor, message_list_sql
 from relay.store.sqlite_webhooks import enabled_webhooks, insert_deliveries
 from relay.records import (
     EventReport,
@@ -54,22 +55,11 @@ class ReportsMixin:
         copy was erased meanwhile are skipped)."""
         return await self._runner.write(lambda c: _guarded(_record_hits, c, events))
 
-    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None,
-                              limit: int = 100, offset: int = 0) -> list[MessageReport]:
-        def job(c: sqlite3.Connection) -> list[MessageReport]:
-            sql = "SELECT * FROM messages WHERE is_dsn = 0"
-            args: list[Any] = []
-            if user_id is not None:
-                sql += " AND user_id = ?"
-                args.append(user_id)
-            if tracked is not None:
-                sql += " AND (track_opens = 1 OR track_clicks = 1) = ?"
-                args.append(int(tracked))
-            sql += " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?"
-            rows = c.execute(sql, [*args, limit, offset]).fetchall()
-            return _reports(c, rows)
-
-        return await self._runner.read(lambda c: _guarded(job, c))
+    async def message_reports(self, user_id: int | None, *, tracked: bool | None = None, limit: int = 100,
+                              offset: int = 0, before: Cursor | None = None, search: str = "") -> list[MessageReport]:
+        sql, args = message_list_sql(lambda n: f"?{n}", user_id=user_id, tracked=tracked, before=before,
+                                     search=search, limit=limit, offset=offset)
+        return await self._runner.read(lambda c: _guarded(lambda c: _reports(c, c.execute(sql, args).fetchall()), c))
 
     async def message_report(self, message_id: int, user_id: int | None,
                              max_events: int = 10000) -> MessageReport | None:

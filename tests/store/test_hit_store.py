@@ -99,6 +99,27 @@ async def test_listing_filters_tracked_and_pages_newest_first(store):
     assert len(await store.message_reports(alice.id, tracked=True)) == 3
 
 
+async def test_listing_pages_by_cursor_and_searches_subjects_and_recipients(store):
+    alice = await store.add_user("alice@example.com", "h")
+    for n, rcpt in enumerate(("bob@example.org", "carol@example.org", "dave@example.net", "Bob@Other.org")):
+        await store.spool(NewMessage(
+            queue_id=f"S{n}", user_id=alice.id, mail_from="alice@example.com", message_id=f"<S{n}@x>",
+            subject=("100% Offer" if n == 1 else f"Note_{n}"), body=b"x", received_at=T0 + (n // 2),
+            client_ip="192.0.2.1", recipients=(NewRecipient(rcpt, None),)))
+    everything = [m.id for m in await store.message_reports(alice.id)]
+    assert everything == [4, 3, 2, 1]  # two at each time: the id breaks the tie
+    pages, before = [], None
+    while page := await store.message_reports(alice.id, limit=3, before=before):
+        pages.append([m.id for m in page])
+        before = (page[-1].received_at, page[-1].id)
+    assert pages == [[4, 3, 2], [1]]
+    assert [m.id for m in await store.message_reports(alice.id, search="BOB@")] == [4, 1]  # any case
+    assert [m.id for m in await store.message_reports(alice.id, search="100%")] == [2]
+    assert [m.id for m in await store.message_reports(alice.id, search="e_1")] == []  # _ is no wildcard
+    assert [m.id for m in await store.message_reports(alice.id, search="note_")] == [4, 3, 1]
+    assert [m.id for m in await store.message_reports(alice.id, search="example.net", before=(T0 + 1, 4))] == [3]
+
+
 async def test_notifications_unread_resume_and_mark_read_per_user(store):
     alice = await store.add_user("alice@example.com", "h")
     eve = await store.add_user("eve@example.com", "h")

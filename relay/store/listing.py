@@ -1,0 +1,60 @@
+"""The message list's query, for both engines: who, tracked or not, a search, a page.
+
+Keyset paging: a page ends with a cursor (the last message's received_at and id) and the
+next page starts below it, so page 1,000 costs what page 1 does (an OFFSET walks past
+every row before it).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Cursor = tuple[float, int]  # (received_at, id) of the last message on a page
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally (escape \\)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def message_list_sql(mark: Callable[[int], str], *, user_id: int | None, tracked: bool | None,
+                     before: Cursor | None, search: str, limit: int, offset: int,
+                     like: str = "LIKE") -> tuple[str, list[Any]]:
+    """SELECT of messages for a list page. mark(n) is the engine's n-th placeholder ("?n" or
+    "$n": numbered, so a value may be used twice); like: "LIKE" (SQLite: case-insensitive for ASCII) or "ILIKE"."""
+    where: list[str] = ["NOT is_dsn"]
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return mark(len(args))
+
+    if user_id is not None:
+        where.append(f"user_id = {arg(user_id)}")
+    if tracked is not None:
+        where.append(f"(track_opens OR track_clicks) = {arg(tracked)}")
+    if before is not None:
+        at, last = arg(before[0]), arg(before[1])
+        where.append(f"(received_at < {at} OR (received_at = {at} AND id < {last}))")
+    if search:
+        pattern = arg(like_pattern(search))
+        where.append(f"(subject {like} {pattern} ESCAPE '\\' OR EXISTS (SELECT 1 FROM recipients r"
+                     f" WHERE r.message_id = messages.id AND r.address {like} {pattern} ESCAPE '\\'))")
+    sql = (f"SELECT * FROM messages WHERE {' AND '.join(where)}"
+           f" ORDER BY received_at DESC, id DESC LIMIT {arg(limit)} OFFSET {arg(offset)}")
+    return sql, args
+
+
+def parse_cursor(text: str) -> Cursor:
+    """The API's `before` value; ValueError when it is not one this server made."""
+    at, sep, last = text.partition("_")
+    if not sep or not last.isdigit() or len(text) > 64:
+        raise ValueError("before: not a cursor from this API")
+    try:
+        return float(at), int(last)
+    except ValueError:
+        raise ValueError("before: not a cursor from this API") from None
+
+
+def cursor_text(cursor: Cursor) -> str:
+    return f"{cursor[0]!r}_{cursor[1]}"
