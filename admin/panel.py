@@ -50,7 +50,8 @@ from relay.auth import verify_password_async
 from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.headers import header_block
-from relay.records import MessageReport
+from relay.records import HitCounts, MessageReport
+from relay.store.listing import cursor_text, parse_cursor
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -253,24 +254,56 @@ async def _report(request: web.Request) -> MessageReport:
     return await report_or_404(request, _scope(request))
 
 
-def _page_url(tracked: bool, page: int) -> str:
-    query = {k: v for k, v in (("tracked", "1" if tracked else ""), ("page", str(page) if page > 1 else "")) if v}
+def _list_url(**query: str) -> str:
+    query = {k: v for k, v in query.items() if v}
     return "/" + ("?" + urlencode(query) if query else "")
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def open_title(c: HitCounts) -> str:
+    """The open icon's hover text: people and machines apart, first and last open."""
+    people, machines = c.human_opens, c.opens - c.human_opens
+    text = f"{_plural(people, 'open', 'opens')} by people · {machines} by machines"
+    if c.first_open_at is not None:
+        text += f" · first {when(c.first_open_at)} · last {when(c.last_open_at)}"
+    return text
+
+
+def status_reason(m: MessageReport) -> str:
+    """Why mail is deferred or bounced: the upstream's answer to the first recipient that has one."""
+    if m.status not in ("deferred", "partial", "bounced"):
+        return ""
+    return next((r.detail for r in m.recipients if r.detail), "")
+
+
+def click_title(c: HitCounts) -> str:
+    return f"{_plural(c.human_clicks, 'click', 'clicks')} by people · {c.clicks - c.human_clicks} by machines"
 
 
 @login_required
 @aiohttp_jinja2.template("messages.html")
 async def message_list(request: web.Request) -> dict[str, Any]:
+    """Newest first, PAGE_SIZE at a time by keyset (?before=<cursor>); ?tracked=1; ?q= searches."""
     tracked = request.query.get("tracked") == "1"
-    raw_page = request.query.get("page", "1")
-    page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 7 and int(raw_page) > 0 else 1
+    search = request.query.get("q", "").strip()[:200]
+    try:
+        before = parse_cursor(request.query["before"]) if request.query.get("before") else None
+    except ValueError:
+        before = None  # a stale or edited link: the first page
     reports = await request.app[STORE].message_reports(
-        _scope(request), tracked=True if tracked else None, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+        _scope(request), tracked=True if tracked else None, limit=PAGE_SIZE + 1, before=before, search=search)
+    page = reports[:PAGE_SIZE]
+    flags = {"tracked": "1" if tracked else "", "q": search}
+    older = cursor_text((page[-1].received_at, page[-1].id)) if len(reports) > PAGE_SIZE else ""
     return page_context(
-        request, title="Tracked mail" if tracked else "Mail", messages=reports[:PAGE_SIZE], tracked=tracked,
-        newer_url=_page_url(tracked, page - 1) if page > 1 else None,
-        older_url=_page_url(tracked, page + 1) if len(reports) > PAGE_SIZE else None,
-        all_url=_page_url(False, 1), tracked_url=_page_url(True, 1))
+        request, title="Tracked mail" if tracked else "Mail", messages=page, tracked=tracked, search=search,
+        newest_url=_list_url(**flags) if before else None,
+        older_url=_list_url(**flags, before=older) if older else None,
+        all_url=_list_url(q=search), tracked_url=_list_url(tracked="1", q=search),
+        open_title=open_title, click_title=click_title, status_reason=status_reason)
 
 
 @login_required

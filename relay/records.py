@@ -148,6 +148,7 @@ class RecipientReport:
     tracked: bool
     shared: bool  # the copy went to several recipients: counts are that shared copy's
     counts: HitCounts
+    detail: str = ""  # the upstream's last answer when deferred or bounced
 
 
 @dataclass(frozen=True)

@@ -171,12 +171,12 @@ async def _reports(c: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> lis
         f"SELECT copy_id, {_COUNT_COLUMNS} FROM events WHERE message_id = ANY($1::bigint[]) GROUP BY copy_id", ids)}
     recipients: dict[int, list[RecipientReport]] = {i: [] for i in ids}
     for r in await c.fetch(
-            "SELECT r.message_id, r.address, r.status, r.copy_id, k.recipient AS copy_recipient FROM recipients r"
+            "SELECT r.message_id, r.address, r.status, r.detail, r.copy_id, k.recipient AS copy_recipient FROM recipients r"
             " LEFT JOIN copies k ON k.id = r.copy_id WHERE r.message_id = ANY($1::bigint[]) ORDER BY r.id", ids):
         tracked = r["copy_id"] is not None
         recipients[r["message_id"]].append(RecipientReport(
             r["address"], r["status"], tracked, tracked and r["copy_recipient"] is None,
-            per_copy.get(r["copy_id"], HitCounts())))
+            per_copy.get(r["copy_id"], HitCounts()), r["detail"]))
     totals: dict[int, HitCounts] = {}
     for k in await c.fetch("SELECT id, message_id FROM copies WHERE message_id = ANY($1::bigint[])", ids):
         totals[k[1]] = add_counts(totals.get(k[1], HitCounts()), per_copy.get(k[0], HitCounts()))
