@@ -22,7 +22,7 @@ from relay.auth import token_hash
 from relay.errors import StoreUnavailable
 from relay.policy import UserPolicy, parse_policy_updates
 from relay.records import EventReport, HitCounts, LinkReport, MessageReport, Notification, RecipientReport
-from relay.store.listing import cursor_text, parse_cursor
+from relay.store.queries import cursor_text, parse_cursor
 
 PREFIX = "/api/"
 MAX_LIMIT = 1000

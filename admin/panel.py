@@ -51,7 +51,7 @@ from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.headers import header_block
 from relay.records import HitCounts, MessageReport
-from relay.store.listing import cursor_text, parse_cursor
+from relay.store.queries import cursor_text, parse_cursor
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -195,6 +195,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return _login_page(request, next_url=next_url, email=email, status=429,
                            error="Too many login attempts. Wait a minute and try again.")
     user = await store.user_by_email(email) if email and len(email) <= 320 else None
+    user = None if user is not None and user.disabled else user  # no login: as if unknown
     # an unknown address costs the same argon2 check as a wrong password: no enumeration
     if not await verify_password_async(user.password_hash if user else None, password) or user is None:
         log.info("panel login failed for %r from %s", email[:320], ip)

@@ -16,6 +16,19 @@ class User:
     email: str
     is_admin: bool
     password_hash: str = field(repr=False, default="")
+    disabled: bool = False  # no login, no mail, no API
+    language: str = ""  # the panel's: "en", "hu", or "" (the browser's Accept-Language)
+    timezone: str = ""  # an IANA name for the panel's times; "" is UTC
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    """What an admin or the user changes on an account; None leaves it as it is."""
+
+    is_admin: bool | None = None
+    disabled: bool | None = None
+    language: str | None = None
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)

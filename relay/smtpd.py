@@ -101,7 +101,7 @@ class RelayHandler(_ScannedByAiosmtpd):
         secret = password.decode("utf-8", "replace")
         checked = False
         try:
-            user = await self.store.user_by_email(email)
+            user = _enabled(await self.store.user_by_email(email))
             ok = await verify_password_async(user.password_hash if user else None, secret)
             checked = True
         finally:  # a check the relay could not make (store down) is no failure of the client's
@@ -126,7 +126,7 @@ class RelayHandler(_ScannedByAiosmtpd):
         if user is None:
             if not self.is_trusted(session.peer):
                 return "530 5.7.0 Authentication required"
-            user = await self.store.user_by_email(address)
+            user = _enabled(await self.store.user_by_email(address))
             if user is None:
                 return "550 5.7.1 Sender address is not a known user of this relay"
         elif not owns_address(self.policy.sender_check, user.email, address):
@@ -375,3 +375,8 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _enabled(user: User | None) -> User | None:
+    """A disabled user is no user: no login, no mail from trusted networks."""
+    return None if user is None or user.disabled else user

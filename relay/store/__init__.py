@@ -9,12 +9,12 @@ from typing import Protocol, Sequence
 
 from relay.config import StoreTarget, parse_store_url
 from relay.policy import PrivacyRules, UserPolicy
-from relay.store.listing import Cursor
+from relay.store.queries import Cursor
 from relay.records import (
     ApiToken,
     User, NewMessage, ClaimedMessage, RecipientResult, CopyTarget, NewEvent, MessageReport, Notification, PanelSession,
     ClaimedDelivery, DeliveryReport, DeliveryResult, NewDelivery, Webhook, WebhookSpec,
-    ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData,
+    ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, UserChanges,
 )
 
 
@@ -30,6 +30,7 @@ class Store(Protocol):
     async def users(self) -> list[User]: ...
     # also ends the user's panel sessions, in the same transaction
     async def set_password(self, email: str, password_hash: str) -> bool: ...
+    async def update_user(self, email: str, changes: UserChanges) -> bool: ...  # disabling ends sessions
     async def delete_user(self, email: str) -> bool: ...
     async def add_api_token(self, user_id: int, token_hash: str, name: str = "") -> ApiToken: ...
     async def api_tokens(self, user_id: int) -> list[ApiToken]: ...
@@ -76,7 +77,7 @@ class Store(Protocol):
     async def message_reports(self, user_id: int | None, *, tracked: bool | None = None, limit: int = 100,
                               offset: int = 0, before: Cursor | None = None,
                               search: str = "") -> list[MessageReport]: ...  # newest first; search:
-    # in subjects and recipients; before: keyset paging (relay/store/listing.py)
+    # in subjects and recipients; before: keyset paging (relay/store/queries.py)
     async def message_report(self, message_id: int, user_id: int | None,
                              max_events: int = 10000) -> MessageReport | None: ...
     async def notifications(self, user_id: int, limit: int = 100, *, unread_only: bool = False,

@@ -217,4 +217,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (queue_id, position)
     );
     """,
+    # 8: users may be disabled (no login, no mail, no API) and choose the panel's language and time zone
+    """
+    ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE users ADD COLUMN language TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
+    """,
 ]

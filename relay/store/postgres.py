@@ -29,8 +29,10 @@ from relay.records import (
     PendingRecipient,
     RecipientResult,
     User,
+    UserChanges,
 )
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.store.queries import user_changes_sql
 from relay.store.pg_rows import affected
 from relay.store.pg_schema import MIGRATIONS
 from relay.store.postgres_privacy import PgPrivacyMixin
@@ -177,6 +179,17 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
                             email.lower())
         return changed
 
+    async def update_user(self, email: str, changes: UserChanges) -> bool:
+        """Disabling a user also ends their panel sessions, in the same transaction."""
+        sets, args = user_changes_sql(changes, lambda n: f"${n}")
+        async with self._conn(transaction=True) as c:
+            changed = affected(await c.execute(f"UPDATE users SET {sets} WHERE email = ${len(args) + 1}",
+                                               *args, email.lower())) == 1
+            if changes.disabled:
+                await c.execute("DELETE FROM panel_sessions WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
+                                email.lower())
+        return changed
+
     async def delete_user(self, email: str) -> bool:
         return affected(await self._execute("DELETE FROM users WHERE email = $1", email.lower())) == 1
 
@@ -201,7 +214,8 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
 
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return _user(await self._fetchrow(
-            "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1", token_hash))
+            "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND NOT u.disabled",
+            token_hash))
 
     async def policy(self, user_id: int) -> UserPolicy | None:
         async with self._conn() as c:
@@ -332,7 +346,8 @@ def _reason(e: BaseException) -> str:
 def _user(row: asyncpg.Record | None) -> User | None:
     if row is None:
         return None
-    return User(row["id"], row["email"], row["is_admin"], row["password_hash"])
+    return User(row["id"], row["email"], row["is_admin"], row["password_hash"], row["disabled"], row["language"],
+                row["timezone"])
 
 
 async def _policy(c: asyncpg.Connection, user_id: int) -> UserPolicy | None:

@@ -19,7 +19,7 @@ from relay.records import (
     User,
 )
 from relay.store.counting import add_counts, counts_from_row
-from relay.store.listing import Cursor, message_list_sql
+from relay.store.queries import Cursor, message_list_sql
 from relay.store.postgres_webhooks import enabled_webhooks, insert_deliveries
 
 _COUNT_COLUMNS = (
@@ -103,12 +103,13 @@ class PgReportsMixin:
     async def panel_session(self, id_hash: str) -> PanelSession | None:
         async with self._conn() as c:
             row = await c.fetchrow(
-                "SELECT s.created_at, s.last_seen, u.id, u.email, u.is_admin FROM panel_sessions s"
-                " JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1", id_hash)
+                "SELECT s.created_at, s.last_seen, u.id, u.email, u.is_admin, u.language, u.timezone FROM panel_sessions s"
+                " JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND NOT u.disabled", id_hash)
         if row is None:
             return None
         # no password hash: a session needs none, and it should not wander into views
-        return PanelSession(User(row["id"], row["email"], row["is_admin"]), row["created_at"], row["last_seen"])
+        return PanelSession(User(row["id"], row["email"], row["is_admin"], language=row["language"],
+                                 timezone=row["timezone"]), row["created_at"], row["last_seen"])
 
     async def touch_panel_session(self, id_hash: str, now: float) -> None:
         await self._execute(

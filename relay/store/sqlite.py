@@ -22,8 +22,10 @@ from relay.records import (
     PendingRecipient,
     RecipientResult,
     User,
+    UserChanges,
 )
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.store.queries import user_changes_sql
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_privacy import PrivacyMixin
 from relay.store.sqlite_reports import ReportsMixin
@@ -126,6 +128,19 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
 
         return await self._runner.write(change)
 
+    async def update_user(self, email: str, changes: UserChanges) -> bool:
+        """Disabling a user also ends their panel sessions, in the same transaction."""
+        sets, args = user_changes_sql(changes, lambda _n: "?")
+
+        def job(c: sqlite3.Connection) -> bool:
+            changed = c.execute(f"UPDATE users SET {sets} WHERE email = ?", [*args, email.lower()]).rowcount == 1
+            if changes.disabled:
+                c.execute("DELETE FROM panel_sessions WHERE user_id IN (SELECT id FROM users WHERE email = ?)",
+                          (email.lower(),))
+            return changed
+
+        return await self._runner.write(job)
+
     async def delete_user(self, email: str) -> bool:
         return await self._runner.write(
             lambda c: c.execute("DELETE FROM users WHERE email = ?", (email.lower(),)).rowcount == 1
@@ -157,7 +172,7 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
     async def user_by_api_token(self, token_hash: str) -> User | None:
         return await self._runner.read(
             lambda c: _user(c.execute(
-                "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND NOT u.disabled",
                 (token_hash,),
             ).fetchone())
         )
@@ -309,7 +324,8 @@ def _checkpoint(c: sqlite3.Connection) -> bool:
 def _user(row: sqlite3.Row | None) -> User | None:
     if row is None:
         return None
-    return User(row["id"], row["email"], bool(row["is_admin"]), row["password_hash"])
+    return User(row["id"], row["email"], bool(row["is_admin"]), row["password_hash"], bool(row["disabled"]),
+                row["language"], row["timezone"])
 
 
 def _policy(c: sqlite3.Connection, user_id: int) -> UserPolicy | None:

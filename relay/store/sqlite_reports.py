@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from relay.errors import StoreUnavailable
 from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.store.counting import add_counts, counts_from_row
-from relay.store.listing import Cursor, message_list_sql
+from relay.store.queries import Cursor, message_list_sql
 from relay.store.sqlite_webhooks import enabled_webhooks, insert_deliveries
 from relay.records import (
     EventReport,
@@ -124,12 +124,13 @@ class ReportsMixin:
     async def panel_session(self, id_hash: str) -> PanelSession | None:
         def job(c: sqlite3.Connection) -> PanelSession | None:
             row = c.execute(
-                "SELECT s.created_at, s.last_seen, u.id, u.email, u.is_admin FROM panel_sessions s"
-                " JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?", (id_hash,)).fetchone()
+                "SELECT s.created_at, s.last_seen, u.id, u.email, u.is_admin, u.language, u.timezone FROM panel_sessions s"
+                " JOIN users u ON u.id = s.user_id WHERE s.id_hash = ? AND NOT u.disabled", (id_hash,)).fetchone()
             if row is None:
                 return None
             # no password hash: a session needs none, and it should not wander into views
-            return PanelSession(User(row["id"], row["email"], bool(row["is_admin"])),
+            return PanelSession(User(row["id"], row["email"], bool(row["is_admin"]), language=row["language"],
+                                     timezone=row["timezone"]),
                                 row["created_at"], row["last_seen"])
 
         return await self._runner.read(lambda c: _guarded(job, c))

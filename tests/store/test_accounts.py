@@ -87,3 +87,20 @@ async def test_api_tokens_are_listed_used_and_deleted_per_user(store):
     assert await store.user_by_api_token("hash-a") is None and await store.api_tokens(alice.id) == []
     assert len(await store.api_tokens(bob.id)) == 1
 
+
+
+async def test_a_disabled_user_has_no_token_and_no_session_and_keeps_settings(store):
+    from relay.records import UserChanges
+
+    alice = await store.add_user("alice@example.com", "h")
+    await store.add_api_token(alice.id, "digest")
+    await store.add_panel_session("sess", alice.id, 1.0, "192.0.2.1")
+    assert await store.update_user("Alice@Example.com", UserChanges(language="hu", timezone="Europe/Budapest"))
+    assert (await store.panel_session("sess")).user.language == "hu"
+    assert await store.update_user("alice@example.com", UserChanges(disabled=True, is_admin=True))
+    user = await store.user_by_email("alice@example.com")
+    assert (user.disabled, user.is_admin, user.language, user.timezone) == (True, True, "hu", "Europe/Budapest")
+    assert await store.user_by_api_token("digest") is None and await store.panel_session("sess") is None
+    assert not await store.update_user("nobody@example.com", UserChanges(disabled=True))
+    await store.update_user("alice@example.com", UserChanges(disabled=False))
+    assert (await store.user_by_api_token("digest")).email == "alice@example.com"

@@ -1,4 +1,5 @@
-"""The message list's query, for both engines: who, tracked or not, a search, a page.
+"""Queries both engines build alike: the message list (who, tracked or not, a search, a
+page) and a change to a user.
 
 Keyset paging: a page ends with a cursor (the last message's received_at and id) and the
 next page starts below it, so page 1,000 costs what page 1 does (an OFFSET walks past
@@ -6,7 +7,10 @@ every row before it).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable
+
+from relay.records import UserChanges
 
 Cursor = tuple[float, int]  # (received_at, id) of the last message on a page
 
@@ -43,6 +47,14 @@ def message_list_sql(mark: Callable[[int], str], *, user_id: int | None, tracked
     sql = (f"SELECT * FROM messages WHERE {' AND '.join(where)}"
            f" ORDER BY received_at DESC, id DESC LIMIT {arg(limit)} OFFSET {arg(offset)}")
     return sql, args
+
+
+def user_changes_sql(changes: UserChanges, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The SET list of an UPDATE of users; ValueError when nothing changes."""
+    columns = [(k, v) for k, v in asdict(changes).items() if v is not None]
+    if not columns:
+        raise ValueError("no change")
+    return ", ".join(f"{k} = {mark(n)}" for n, (k, _) in enumerate(columns, start=1)), [v for _, v in columns]
 
 
 def parse_cursor(text: str) -> Cursor:
