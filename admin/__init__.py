@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import api, notifications_api, ops, panel, privacy_api, privacy_page, tokens_api, webhooks_api
+from admin import (
+    admin_pages, api, notifications_api, ops, panel, privacy_api, privacy_page, settings_page, tokens_api, webhooks_api,
+)
 from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
 from relay.metrics import Metrics
 from relay.store import Store
@@ -29,4 +31,6 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     app.add_subapp("/api/v1/", api_app)
     panel.setup(app)
     privacy_page.add_routes(app)
+    settings_page.add_routes(app)
+    admin_pages.add_routes(app)
     return app

@@ -222,12 +222,17 @@ async def list_messages(request: web.Request) -> web.Response:
                           "next": cursor_text((page[-1].received_at, page[-1].id)) if more else None})
 
 
-async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:
-    """The message named by the URL's {id}, if `scope` (a user id, None = all) may see it."""
+def int_id(request: web.Request) -> int:
+    """The URL's {id} as a store id; 404 when it cannot be one."""
     raw_id = request.match_info["id"]
     if not raw_id.isdigit() or len(raw_id) > 18:
         raise web.HTTPNotFound()
-    report = await request.config_dict[STORE].message_report(int(raw_id), scope)
+    return int(raw_id)
+
+
+async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:
+    """The message named by the URL's {id}, if `scope` (a user id, None = all) may see it."""
+    report = await request.config_dict[STORE].message_report(int_id(request), scope)
     if report is None:  # unknown and someone else's look the same
         raise web.HTTPNotFound()
     return report

@@ -159,6 +159,20 @@ def form_field(form: Any, name: str) -> str:
     return value if isinstance(value, str) else ""  # an uploaded file where text belongs: nothing
 
 
+async def posted(request: web.Request) -> Any:
+    """A panel form, once its CSRF token is checked (403 otherwise)."""
+    form = await request.post()
+    if not csrf_ok(request_csrf(request), form_field(form, CSRF_FIELD)):
+        raise web.HTTPForbidden()
+    return form
+
+
+def admin_only(request: web.Request) -> None:
+    """Admin pages are a 404 for everyone else, like another user's mail."""
+    if not request[PANEL_USER].is_admin:
+        raise web.HTTPNotFound()
+
+
 def see_other(location: str) -> web.Response:
     # 303: after a POST the browser follows with a GET
     return web.Response(status=303, headers={"Location": location})

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from admin.keys import SETTINGS, STORE
-from admin.panel import form_field, login_required, page_context, see_other
-from admin.sessions import CSRF_FIELD, PANEL_USER, csrf_ok, request_csrf
+from admin.panel import admin_only, form_field, login_required, page_context, posted, see_other
+from admin.sessions import PANEL_USER
 from relay.policy import PRIVACY_LISTS, privacy_entry
 from relay.privacy import describe_entry, erasure_text, privacy_report, retention_cutoff, subject_json
 
@@ -27,21 +26,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PAGE + "/erase", erase)
 
 
-def _admin(request: web.Request) -> None:
-    if not request[PANEL_USER].is_admin:
-        raise web.HTTPNotFound()  # as for another user's mail: nothing here for them
-
-
-async def _form(request: web.Request) -> Any:
-    form = await request.post()
-    if not csrf_ok(request_csrf(request), form_field(form, CSRF_FIELD)):
-        raise web.HTTPForbidden()
-    return form
-
-
 @login_required
 async def privacy_page(request: web.Request) -> web.StreamResponse:
-    _admin(request)
+    admin_only(request)
     store, p = request.app[STORE], request.app[SETTINGS].privacy
     lists = {kind: await store.privacy_records(kind) for kind in PRIVACY_LISTS}
     cutoff = retention_cutoff(time.time(), p.retention_days)
@@ -62,8 +49,8 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
 
 @login_required
 async def edit_list(request: web.Request) -> web.StreamResponse:
-    _admin(request)
-    form = await _form(request)
+    admin_only(request)
+    form = await posted(request)
     kind, action = form_field(form, "kind"), form_field(form, "action")
     if kind not in PRIVACY_LISTS or action not in ("add", "del"):
         raise web.HTTPBadRequest()
@@ -82,7 +69,7 @@ async def edit_list(request: web.Request) -> web.StreamResponse:
 @login_required
 async def export(request: web.Request) -> web.StreamResponse:
     """The access request's JSON, as a download."""
-    _admin(request)
+    admin_only(request)
     try:
         address = privacy_entry("consent", request.query.get("address", ""))
     except ValueError as e:
@@ -95,8 +82,8 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 @login_required
 async def erase(request: web.Request) -> web.StreamResponse:
-    _admin(request)
-    form = await _form(request)
+    admin_only(request)
+    form = await posted(request)
     try:
         address = privacy_entry("consent", form_field(form, "address"))
     except ValueError as e:

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.api import api_error, json_object, json_response, rfc3339
-from admin.keys import SETTINGS, STORE, request_user
+from admin.api import api_error, int_id, json_object, json_response, rfc3339
+from admin.keys import SETTINGS, STORE, AdminSettings, request_user
 from relay import webhook_client
 from relay.notify_payloads import render
 from relay.notify_rules import sample_event
@@ -57,25 +57,44 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return await json_object(request, '{"url": "https://..."}')
 
 
-async def _spec(request: web.Request, base: WebhookSpec | None) -> WebhookSpec | web.Response:
-    try:
-        spec = parse_spec(await _body(request), base)
-    except ValueError as e:
-        return api_error(400, str(e))
+async def checked_spec(body: dict[str, Any], base: WebhookSpec | None, allow_private: bool) -> WebhookSpec:
+    """The spec a body asks for, its target resolved and allowed; ValueError says why not
+    (the API and the panel's settings both create webhooks through this)."""
+    spec = parse_spec(body, base)
     if base is None or spec.url != base.url:  # a new target: it must resolve to allowed addresses
         target = check_url(spec.url)
         assert not isinstance(target, Refused)  # parse_spec checked it
-        found = await resolve_and_check(target.host, target.port, request.config_dict[SETTINGS].allow_private_targets)
+        found = await resolve_and_check(target.host, target.port, allow_private)
         if isinstance(found, Refused):
-            return api_error(400, f"url: {found.reason}")
+            raise ValueError(f"url: {found.reason}")
     return spec
 
 
+async def add_webhook(store: Any, user_id: int, spec: WebhookSpec) -> tuple[Webhook, str]:
+    """The new webhook and its signing secret (json kind only; "" for chat kinds)."""
+    secret = "whsec_" + secrets.token_urlsafe(32) if spec.kind == "json" else ""
+    return await store.add_webhook(user_id, spec, secret, time.time()), secret
+
+
+async def send_sample(hook: Webhook, settings: AdminSettings) -> tuple[bool, Attempt]:
+    """A sample event, sent now and not through the outbox: whether it was delivered, and the attempt."""
+    now = time.time()
+    event = sample_event(now, settings.panel_url)
+    body, headers = render(hook.spec.kind, event, secret=hook.secret, t=int(now))
+    result = await webhook_client.post(hook.spec.url, body, headers, allow_private=settings.allow_private_targets,
+                                       timeout=settings.webhook_timeout)
+    return result.delivered, Attempt(event.id, now, result.status, result.latency, result.error)
+
+
+async def _spec(request: web.Request, base: WebhookSpec | None) -> WebhookSpec | web.Response:
+    try:
+        return await checked_spec(await _body(request), base, request.config_dict[SETTINGS].allow_private_targets)
+    except ValueError as e:
+        return api_error(400, str(e))
+
+
 async def _own(request: web.Request) -> Webhook:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise web.HTTPNotFound()
-    hook = await request.config_dict[STORE].webhook(int(raw), request_user(request).id)
+    hook = await request.config_dict[STORE].webhook(int_id(request), request_user(request).id)
     if hook is None:  # unknown and someone else's look the same
         raise web.HTTPNotFound()
     return hook
@@ -90,8 +109,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     spec = await _spec(request, None)
     if isinstance(spec, web.Response):
         return spec
-    secret = "whsec_" + secrets.token_urlsafe(32) if spec.kind == "json" else ""
-    hook = await request.config_dict[STORE].add_webhook(request_user(request).id, spec, secret, time.time())
+    hook, secret = await add_webhook(request.config_dict[STORE], request_user(request).id, spec)
     extra = {"secret": secret} if secret else {}
     return json_response({**webhook_json(hook), **extra}, 201)
 
@@ -120,15 +138,8 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 async def send_test(request: web.Request) -> web.Response:
     """A sample event, sent now and not through the outbox: the answer is the attempt."""
-    hook = await _own(request)
-    settings = request.config_dict[SETTINGS]
-    now = time.time()
-    event = sample_event(now, settings.panel_url)
-    body, headers = render(hook.spec.kind, event, secret=hook.secret, t=int(now))
-    result = await webhook_client.post(hook.spec.url, body, headers, allow_private=settings.allow_private_targets,
-                                       timeout=settings.webhook_timeout)
-    attempt = Attempt(event.id, now, result.status, result.latency, result.error)
-    return json_response({"delivered": result.delivered, **attempt_json(attempt)})
+    delivered, attempt = await send_sample(await _own(request), request.config_dict[SETTINGS])
+    return json_response({"delivered": delivered, **attempt_json(attempt)})
 
 
 async def list_deliveries(request: web.Request) -> web.Response:

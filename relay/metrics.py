@@ -93,6 +93,17 @@ class Metrics:
         """Register a value read at scrape time; collect may be a coroutine function."""
         self._collectors.append(_Collector(name, help, kind, labels, collect))
 
+    async def families(self) -> list[tuple[str, str, list[tuple[dict[str, str], float]]]]:
+        """(name, help, [(labels, value)]) of every counter and collector, for people to read
+        (the panel's health page); histograms are left to /metrics."""
+        out = [(c.name, c.help, [(dict(zip(c.labels, k)), v) for k, v in sorted(c.values.items())])
+               for c in self._counters.values()]
+        for col in self._collectors:
+            result = col.collect()
+            samples = await result if inspect.isawaitable(result) else result
+            out.append((col.name, col.help, [(dict(zip(col.labels, k)), v) for k, v in sorted(samples.items())]))
+        return out
+
     async def render(self) -> str:
         lines: list[str] = []
         for c in self._counters.values():
