@@ -22,6 +22,7 @@ import jinja2
 from aiohttp import web
 
 from admin.api import report_or_404, rfc3339
+from admin.capture_view import html_part, neutralised
 from admin.keys import SETTINGS, STORE, mail_scope
 from admin.sessions import (
     CSRF_FIELD,
@@ -46,6 +47,7 @@ from admin.sessions import (
     set_login_cookie,
     set_session_cookie,
 )
+from admin.timeline import WIDTH as TIMELINE_WIDTH, timeline
 from relay.auth import verify_password_async
 from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
@@ -87,6 +89,7 @@ def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> No
     app.router.add_get("/", message_list)
     app.router.add_get("/messages/{id}", message_detail)
     app.router.add_get("/messages/{id}/captured/{capture}.txt", captured_raw)
+    app.router.add_get("/messages/{id}/captured/{capture}.html", captured_html)
     app.router.add_get("/notifications", notifications_page)
     app.router.add_post("/notifications/read", notifications_read)
     app.router.add_static("/static/", HERE / "static", append_version=False)
@@ -324,15 +327,18 @@ async def message_list(request: web.Request) -> dict[str, Any]:
 @login_required
 @aiohttp_jinja2.template("message.html")
 async def message_detail(request: web.Request) -> dict[str, Any]:
+    """One message: recipients, a timeline, links, the events (?class= shows one class)."""
     report = await _report(request)
     captures = [capture_summary(c) for c in await request.app[STORE].captured(report.id)]
+    shown = request.query.get("class", "")
+    events = [e for e in report.events if e.cls == shown] if shown in CLASSES else report.events
     return page_context(request, title=report.subject or "(no subject)", m=report, captures=captures,
-                        event_classes=CLASSES)
+                        event_classes=CLASSES, shown_class=shown if shown in CLASSES else "", events=events,
+                        line=timeline(report.events, report.received_at), width=TIMELINE_WIDTH)
 
 
-@login_required
-async def captured_raw(request: web.Request) -> web.StreamResponse:
-    """A delivered copy as the capture upstream kept it: text/plain, inline, never HTML."""
+async def _capture(request: web.Request) -> tuple[MessageReport, dict]:
+    """The message's captured copy named by {capture}, if the user may see the message."""
     report = await _report(request)
     raw_capture = request.match_info["capture"]
     if not raw_capture.isdigit() or len(raw_capture) > 18:
@@ -340,12 +346,36 @@ async def captured_raw(request: web.Request) -> web.StreamResponse:
     found = [c for c in await request.app[STORE].captured(report.id) if c["id"] == int(raw_capture)]
     if not found:
         raise web.HTTPNotFound()
-    return web.Response(body=bytes(found[0]["data"]), headers={
+    return report, found[0]
+
+
+@login_required
+async def captured_raw(request: web.Request) -> web.StreamResponse:
+    """A delivered copy as the capture upstream kept it: text/plain, inline, never HTML."""
+    report, capture = await _capture(request)
+    return web.Response(body=bytes(capture["data"]), headers={
         "Content-Type": "text/plain; charset=utf-8",
-        "Content-Disposition": f'inline; filename="message-{report.id}-copy-{found[0]["id"]}.txt"',
+        "Content-Disposition": f'inline; filename="message-{report.id}-copy-{capture["id"]}.txt"',
         "X-Content-Type-Options": "nosniff",
         # even a browser that ignored the type could run nothing from this document
         "Content-Security-Policy": "default-src 'none'; sandbox",
+    })
+
+
+@login_required
+async def captured_html(request: web.Request) -> web.StreamResponse:
+    """The copy's HTML for the page's sandboxed frame: no script, nothing fetched (the
+    pixel neither), no link or form that goes anywhere - viewing it records nothing."""
+    _, capture = await _capture(request)
+    html = html_part(bytes(capture["data"]))
+    if html is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=neutralised(html), headers={
+        "Content-Type": "text/html; charset=utf-8",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox; "
+                                    "frame-ancestors 'self'"),
+        "X-Frame-Options": "SAMEORIGIN",
     })
 
 
@@ -355,4 +385,5 @@ def capture_summary(row: dict) -> dict[str, Any]:
     head = header_block(data)
     parsed = HeaderParser(policy=compat32).parsestr(head.decode("utf-8", "replace"), headersonly=True)
     return {"id": row["id"], "at": row["at"], "mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"],
-            "size": len(data), "headers": [(name, str(value)) for name, value in parsed.items()]}
+            "size": len(data), "html": b"text/html" in data.lower(),
+            "headers": [(name, str(value)) for name, value in parsed.items()]}

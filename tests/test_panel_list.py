@@ -9,7 +9,9 @@ import aiohttp
 
 from admin.panel import PAGE_SIZE
 from hits_helpers import READER_IP, THUNDERBIRD, hit, wait_until
-from panel_helpers import BOB, client, get, login, send_mail, start_panel, tracked_urls
+from conftest import PASSWORD, require_tool
+from panel_helpers import ALICE, BOB, client, get, login, send_mail, start_panel, tracked_urls, url
+from test_panel import CHROMIUM_ARGS
 from relay.records import NewMessage, NewRecipient
 
 ICON = re.compile(r'<span class="icon( on)?" title="([^"]*)"')
@@ -70,3 +72,49 @@ async def test_search_and_keyset_pages_through_every_mail_once(start_app, tmp_pa
         assert re.findall(r"Report (\d{3})", page) == ["007"]
         _, page = await get(s, app, "/?q=no+such+thing")
         assert "No mail matches" in page
+
+
+async def test_the_message_page_draws_a_timeline_filters_events_and_shows_an_inert_copy(start_app, tmp_path):
+    chromium = require_tool("chromium")
+    from playwright.async_api import async_playwright
+
+    app = await start_panel(start_app, tmp_path)
+    mid = await send_mail(app, subject="Proposal [track]", track="", rcpts=(BOB, "carol@example.org"))
+    copy = await tracked_urls(app, mid)
+    async with aiohttp.ClientSession() as hits:
+        await hit(hits, app, copy.pixel, method="HEAD", ip=READER_IP)
+        await hit(hits, app, copy.pixel, ua=THUNDERBIRD, ip=READER_IP)
+    await wait_until(lambda: _opens(app, mid, 2))
+    before = len((await app.store.message_report(mid, None)).events)
+    async with client() as s:
+        await login(s, app)
+        _, page = await get(s, app, f"/messages/{mid}")
+        assert page.count('<circle class="mark cls-') == 2 and "cls-scanner" in page and "cls-human" in page
+        _, page = await get(s, app, f"/messages/{mid}?class=scanner")
+        assert page.count('<span class="badge badge-scanner">scanner</span>') == 2  # the row and the legend
+        assert '<span class="badge badge-human">human</span>' in page  # the legend only
+        assert page.count("<td class=\"ua\">") == 1
+        frame, _ = re.findall(r'<iframe class="copy" sandbox src="([^"]+)"', page)  # bob's and carol's copies
+        resp, inert = await get(s, app, frame)
+        assert "sandbox" in resp.headers["Content-Security-Policy"] and "img-src data:" in resp.headers["Content-Security-Policy"]
+        assert "/o/" in inert and not re.search(r"\s(href|src)\s*=", inert)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            await page.goto(url(app, "/login"))
+            await page.fill('input[name="email"]', ALICE)
+            await page.fill('input[name="password"]', PASSWORD)
+            await page.click('button[type="submit"]')
+            await page.wait_for_url(url(app, "/"))
+            await page.goto(url(app, f"/messages/{mid}"))
+            inner = page.frame_locator("iframe.copy").first
+            await inner.locator("a").first.wait_for()
+            await inner.locator("a").first.click()  # goes nowhere
+            await page.wait_for_timeout(300)
+        finally:
+            await browser.close()
+    assert not [r for r in requests if "/o/" in r or "/c/" in r or "example.org" in r], requests
+    assert len((await app.store.message_report(mid, None)).events) == before  # viewing recorded nothing
