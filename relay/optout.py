@@ -33,7 +33,7 @@ PAGE_HEADERS = (
 
 class OptOutStore(Protocol):
     async def copy_recipients(self, copy_id: int) -> list[str]: ...
-    async def privacy_add(self, kind: str, entry: str) -> bool: ...
+    async def privacy_add(self, kind: str, entry: str, *, source: str = ...) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class OptOut:
         return Answer(200, done_page(self.relay, typed))
 
     async def _add(self, address: str) -> None:
-        added = await self.store.privacy_add("dnt", address)
+        added = await self.store.privacy_add("dnt", address, source="link")
         self.optouts.inc("added" if added else "already")
 
 
