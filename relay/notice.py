@@ -55,9 +55,12 @@ def with_line_breaks(notice: str, newline: str) -> str:
 
 
 def after_text(text: str, notice: str, newline: str) -> str:
-    """A plain-text body with the notice appended, after an empty line."""
-    ends_a_line = text.endswith(("\n", "\r")) or not text
-    return text + ("" if ends_a_line else newline) + with_line_breaks(notice, newline)
+    """A plain-text body with the notice appended after an empty line; it ends as the body did,
+    with a line break or without."""
+    notice = notice.replace("\n", newline)
+    if text.endswith(("\n", "\r")):
+        return text + newline + notice + newline
+    return text + newline + newline + notice
 
 
 def problem(disclosure_text: str, disclosure_html: str) -> tuple[str, str] | None:
