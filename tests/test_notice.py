@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import os
 import quopri
 import secrets
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +103,17 @@ def test_config_refuses_bad_values_naming_the_key(env: dict, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         config.load(None, env)
     assert str(e.value).startswith(f"{key}: ")
+
+
+def test_check_config_refuses_a_bad_disclosure_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKRELAY_")}
+    env["TRACKRELAY_PRIVACY_DISCLOSURE_HTML"] = '<p>Tracked, see <a href="https://acme.example/>our policy</a>'
+    env["TRACKRELAY_STORE_URL"] = f"sqlite:///{tmp_path}/never.db"
+    out = subprocess.run([str(Path(sys.executable).parent / "trackrelay"), "check-config"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("trackrelay: privacy.disclosure_html: unterminated markup at '<a href=")
 
 
 def test_config_reads_the_keys_from_a_file(tmp_path: Path) -> None:
