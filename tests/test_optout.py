@@ -11,6 +11,9 @@ import aiohttp
 
 from conftest import both_engines
 from hits_helpers import THUNDERBIRD, deliver_tracked, local, send, start_relay, tracked_mail
+from relay.config import PrivacyConfig
+from relay.privacy import privacy_report
+from relay.records import PrivacyRecord
 
 DISCLOSURE = "Ce courriel est suivi — ouvertures et clics."
 DISCLOSURE_HTML = '<p>Tracked by <b>ACME</b>, see <a href="https://acme.example/privacy">privacy</a>.</p>'
@@ -173,3 +176,12 @@ async def test_unknown_tokens_other_methods_cross_site_posts_and_big_bodies_are_
         async with s.post(url, data={}, headers={"Origin": base.rsplit("/", 1)[0]}) as resp:
             assert resp.status == 200
     assert await dnt(app) == [("bob@example.org", "link")]
+
+
+def test_the_privacy_report_says_what_tracked_copies_tell_and_who_opted_out_with_the_link():
+    dnt = [PrivacyRecord("bob@example.org", 1.0, "", "link"), PrivacyRecord("carol@example.org", 1.0, "", "cli")]
+    report = privacy_report(PrivacyConfig(optout_link=True, disclosure_html="<p>Tracked.</p>"), dnt=dnt,
+                            consented=0, due=None)
+    assert "Tracked copies say so: a disclosure, an opt-out link; 1 addresses opted out with the link" in report
+    assert "Tracked copies say so: no disclosure, no opt-out link; 0 addresses" in privacy_report(
+        PrivacyConfig(), dnt=[], consented=0, due=None)
