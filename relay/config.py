@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from relay.errors import ConfigError
+from relay.notice import problem as notice_problem
 
 ENV_PREFIX = "TRACKRELAY_"
 # the parts `trackrelay serve` runs; each also runs alone with --only PART
@@ -142,6 +143,11 @@ class PrivacyConfig:
     consent: str = setting("none", '"none", or "required": only recipients with recorded consent are tracked')
     retention_days: int = setting(365, "events older than this are purged, and mail whose activity all is (0: keep forever)")
     purge_time: str = setting("03:30", "when the running server purges, daily (HH:MM, the machine's local time)")
+    optout_link: bool = setting(
+        False, "tracked copies carry a one-line notice with a link to stop being tracked (<http.public_url>/p/...)")
+    disclosure_text: str = setting(
+        "", "a notice appended to the text parts of tracked copies (and, escaped, to HTML parts if no html one)")
+    disclosure_html: str = setting("", "the same for HTML parts, as an HTML fragment (empty: disclosure_text)")
 
 
 @dataclass(frozen=True)
@@ -376,6 +382,9 @@ def _validate(cfg: Config) -> None:
     if cfg.privacy.retention_days < 0:
         raise ConfigError("privacy.retention_days", "expected a number of days, 0 to keep forever")
     parse_clock_time(cfg.privacy.purge_time, "privacy.purge_time")
+    disclosure = notice_problem(cfg.privacy.disclosure_text, cfg.privacy.disclosure_html)
+    if disclosure:
+        raise ConfigError(*disclosure)
     if cfg.notify.timeout <= 0:
         raise ConfigError("notify.timeout", "must be more than 0")
     if not cfg.notify.retry_intervals:

@@ -14,10 +14,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
+from urllib.parse import urlsplit
 
 from relay.dkim import sign as dkim_sign
 from relay.dsn import Failure, build_dsn
 from relay.intake import new_queue_id
+from relay.notice import copy_notice
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
 from relay.credentials import Credentials
@@ -44,6 +46,10 @@ class DeliverySettings:
     dkim_selector: str = ""
     dkim_key: bytes = b""
     dkim_resign: bool = False
+    # the notice tracked copies carry (relay/notice.py)
+    disclosure_text: str = ""
+    disclosure_html: str = ""
+    optout_link: bool = False
 
 
 def worker_name() -> str:
@@ -62,6 +68,9 @@ def _alive(pid: int) -> bool:
 
 def rewrite_plan(copy: CopyRef, s: DeliverySettings) -> RewritePlan:
     base = s.public_url.rstrip("/")
+    notice = copy_notice(disclosure_text=s.disclosure_text, disclosure_html=s.disclosure_html,
+                         optout_url=f"{base}/p/{copy.token}" if s.optout_link else "",
+                         relay=urlsplit(base).hostname or base)
     return RewritePlan(
         opens=copy.opens,
         clicks=copy.clicks,
@@ -72,6 +81,8 @@ def rewrite_plan(copy: CopyRef, s: DeliverySettings) -> RewritePlan:
         pixel_position=s.pixel_position,
         allow_dkim_signed=s.dkim_resign and bool(s.dkim_key),
         token=copy.token,
+        notice_text=notice.text,
+        notice_html=notice.html,
     )
 
 

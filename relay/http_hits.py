@@ -1,4 +1,4 @@
-"""The public hits server: the open pixel, the click redirector and /healthz.
+"""The public hits server: the open pixel, the click redirector, the opt-out link and /healthz.
 
 An asyncio protocol over httptools (llhttp, Node.js's HTTP parser): every request
 is parsed in C and answered from prebuilt bytes, with no request or response objects.
@@ -32,6 +32,8 @@ from relay.headers import header_text
 from relay.hit_tracker import UNKNOWN, HitTracker, RawHit
 from relay.metrics import Metrics
 from relay.netaddr import Network, client_ip, parse_ip
+from relay.optout import MAX_FORM, OptOut
+from relay.optout import PAGE_HEADERS as OPTOUT_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,13 @@ PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
 NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
 PURPOSE_HEADERS = (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz")
 METHODS = ("GET", "HEAD")
+OPTOUT_METHODS = ("GET", "HEAD", "POST")
 NOT_FOUND_PAGE = (b"<!doctype html><html><head><meta charset=\"utf-8\"><title>Link not found</title>"
                   b"<meta name=\"robots\" content=\"noindex\"></head><body><h1>Link not found</h1>"
                   b"<p>This link is unknown or no longer valid.</p></body></html>")
 UNAVAILABLE_PAGE = (b"<!doctype html><html><head><meta charset=\"utf-8\"><title>Try again</title></head>"
                     b"<body><h1>Temporarily unavailable</h1><p>Please try again in a moment.</p></body></html>")
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -135,8 +138,10 @@ class HitsServer:
     """The routes, and the open connections (closed gracefully by close())."""
 
     def __init__(self, tracker: HitTracker, trusted_proxies: Sequence[Network] = (),
-                 limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None) -> None:
+                 limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None,
+                 optout: OptOut | None = None) -> None:
         self.tracker = tracker
+        self.optout = optout
         self.trusted = tuple(trusted_proxies)
         self.limits = limits
         self.connections: set[HitsConnection] = set()
@@ -156,7 +161,7 @@ class HitsServer:
     # routes: each returns the answer's bytes, or a task that will
 
     def answer(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], remote: str,
-               close: bool) -> bytes | asyncio.Task:
+               close: bool, body: bytes = b"") -> bytes | asyncio.Task:
         head = method == "HEAD"
         try:
             path = httptools.parse_url(target).path
@@ -165,6 +170,8 @@ class HitsServer:
         text = path.decode("latin-1") if path else ""
         if "%" in text:
             text = unquote(text)
+        if text.startswith("/p/") and self.optout is not None:
+            return self.opt_out(self.optout, text[3:], method, headers, body, close)
         if method not in METHODS:
             return response(405, (("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")),
                             b"405: Method Not Allowed", close=close)
@@ -220,6 +227,30 @@ class HitsServer:
         # the stored URL byte for byte: no URL library gets to normalise it on the way out
         return response(302, (("Location", safe_location(url)), ("Cache-Control", NO_STORE),
                               ("Referrer-Policy", "no-referrer")), head=head, close=close)
+
+    def opt_out(self, optout: OptOut, token: str, method: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                close: bool) -> bytes | asyncio.Task:
+        if method not in OPTOUT_METHODS:
+            return response(405, (("Allow", ", ".join(OPTOUT_METHODS)), ("Content-Type", "text/plain; charset=utf-8")),
+                            b"405: Method Not Allowed", close=close)
+        head = method == "HEAD"
+        if not TOKEN.fullmatch(token):
+            return _page(404, NOT_FOUND_PAGE, head, close)
+        return asyncio.create_task(self._opt_out(optout, token, method, headers, body, close))
+
+    async def _opt_out(self, optout: OptOut, token: str, method: str, headers: list[tuple[bytes, bytes]],
+                       body: bytes, close: bool) -> bytes:
+        head = method == "HEAD"
+        try:
+            if method == "POST":
+                answer = await optout.confirm(token, headers, body)
+            else:
+                answer = await optout.show(token)
+        except StoreUnavailable:
+            return _page(503, UNAVAILABLE_PAGE, head, close, (("Retry-After", "5"),))
+        if answer.page is None:
+            return _page(404, NOT_FOUND_PAGE, head, close)
+        return _page(answer.status, answer.page, head, close, OPTOUT_HEADERS)
 
     def _raw(self, kind: str, method: str, headers: list[tuple[bytes, bytes]], remote: str,
              position: int | None = None) -> RawHit:
@@ -303,6 +334,7 @@ class HitsConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body_bytes = 0
+        self._form: list[bytes] | None = None  # the body of an opt-out POST; other bodies are dropped
         self._started: float | None = None  # the monotonic time the current request began
         self._in_head = False  # the current request's header block has not ended yet
         # bytes of the unfinished request so far (at most); None while the piece it began in is fed
@@ -411,6 +443,7 @@ class HitsConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body_bytes, self._request_bytes = b"", [], 0, None
+        self._form = None
         self._in_head = self._asked = True
         self._started = time.monotonic()
 
@@ -424,11 +457,15 @@ class HitsConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.parser.get_method() == b"POST" and self._url.startswith(b"/p/"):
+            self._form = []
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body:
+        if self._body_bytes > (self.limits.max_body if self._form is None else MAX_FORM):
             raise _Refused(413)
+        if self._form is not None:
+            self._form.append(body)
 
     def on_message_complete(self) -> None:
         self._started = None
@@ -436,7 +473,8 @@ class HitsConnection(asyncio.Protocol):
             return
         close = not self.parser.should_keep_alive()
         method = self.parser.get_method().decode("ascii", "replace")
-        self._push(self.server.answer(method, self._url, self._headers, self.remote, close))
+        body = b"".join(self._form) if self._form else b""
+        self._push(self.server.answer(method, self._url, self._headers, self.remote, close, body))
         if close:
             self._closing = True
 

@@ -157,6 +157,9 @@ def privacy_report(p: PrivacyConfig, *, dnt: Sequence[PrivacyRecord], consented:
         "  (events, and mail with no activity since; links in purged mail keep redirecting, recording nothing)",
         f"Consent: {consent}; {consented} consent records",
         f"Do-not-track: {len(dnt) - erased - domains} addresses, {domains} domains, {erased} erased addresses",
+        f"Tracked copies say so: {'a disclosure' if p.disclosure_text or p.disclosure_html else 'no disclosure'}, "
+        f"{'an opt-out link' if p.optout_link else 'no opt-out link'}; "
+        f"{sum(1 for r in dnt if r.source == 'link')} addresses opted out with the link",
     ]
     if due is not None:
         lines.append(f"Past retention now (the next purge removes): {counts_text(due)}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from email.message import Message
 from email.policy import compat32
 
+from relay.notice import after_text, with_line_breaks
 from relay.rewrite_html import Link, RewritePlan, rewrite_html, rewrite_text
 
 __all__ = ["Link", "RewritePlan", "RewriteResult", "rewrite_copies", "rewrite_html", "rewrite_message"]
@@ -32,6 +33,7 @@ class RewriteResult:
     links: tuple[Link, ...]
     pixel: bool  # a pixel was inserted
     skipped: str | None  # why the message (or some part) was left unmodified; None if all went fine
+    notices: int = 0  # parts that got the plan's notice
 
 
 # Rewriting inside these would break a signature, or cannot work on ciphertext.
@@ -123,8 +125,12 @@ def _stamper(raw: bytes, plan: RewritePlan, result: RewriteResult) -> Callable[[
     if not _STAMPABLE.fullmatch(plan.token):
         return None
     token, data = plan.token.encode(), result.data
+    per_notice = {plan.notice_text.count(plan.token), plan.notice_html.count(plan.token)}
+    if len(per_notice) > 1:  # which parts got which notice is not counted: rewrite each copy
+        return None
     places = _token_places(data, token)
-    if _token_places(raw, token) or len(places) != len(result.links) + int(result.pixel):
+    expected = len(result.links) + int(result.pixel) + result.notices * per_notice.pop()
+    if _token_places(raw, token) or len(places) != expected:
         return None
 
     def stamp(new: bytes) -> bytes:
@@ -180,7 +186,9 @@ def _same_but_token(plan: RewritePlan, first: RewritePlan) -> bool:
     if len(plan.token) != len(first.token) or not _STAMPABLE.fullmatch(plan.token):
         return False
     swapped = replace(plan, token=first.token, pixel_url=plan.pixel_url.replace(plan.token, first.token),
-                      click_base=plan.click_base.replace(plan.token, first.token))
+                      click_base=plan.click_base.replace(plan.token, first.token),
+                      notice_text=plan.notice_text.replace(plan.token, first.token),
+                      notice_html=plan.notice_html.replace(plan.token, first.token))
     return swapped == first
 
 
@@ -193,8 +201,9 @@ def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
         return RewriteResult(raw, (), False, "dkim-signed")
     reasons: list[str] = []
     leaves: list[_Leaf] = []
+    with_text = (plan.clicks and plan.text_links) or bool(plan.notice_text)
     try:
-        _visit(raw, root, "1", body_start, len(raw), plan.clicks and plan.text_links, leaves, reasons)
+        _visit(raw, root, "1", body_start, len(raw), with_text, leaves, reasons)
     except _Unlocatable as exc:
         return RewriteResult(raw, (), False, f"malformed MIME: {exc}")
     leaves.sort(key=lambda leaf: not leaf.is_html)  # link positions: HTML parts first, then text
@@ -202,18 +211,23 @@ def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
     splices: list[tuple[int, int, bytes]] = []
     links: list[Link] = []
     pixel = False
+    notices = 0
     for leaf in leaves:
         decoded = _decode(raw, leaf)
         if isinstance(decoded, str):
             reasons.append(decoded)
             continue
         first = len(links)
+        notice = _notice(decoded, plan.notice_html if leaf.is_html else plan.notice_text, reasons)
         if leaf.is_html:
             text, new_links, new_pixel = rewrite_html(
-                decoded.text, plan, first_position=first, unsubscribe_urls=unsubscribe_urls
+                decoded.text, plan, first_position=first, unsubscribe_urls=unsubscribe_urls,
+                notice=with_line_breaks(notice, _newline(decoded)) if notice else "",
             )
         else:
             text, new_links = rewrite_text(decoded.text, plan, first_position=first, unsubscribe_urls=unsubscribe_urls)
+            if notice:
+                text = after_text(text, notice, _newline(decoded))
             new_pixel = False
         if text == decoded.text:
             continue
@@ -224,10 +238,34 @@ def _rewrite_message(raw: bytes, plan: RewritePlan) -> RewriteResult:
         splices.append((leaf.start, leaf.end, body))
         links.extend(new_links)
         pixel = pixel or new_pixel
+        notices += bool(notice)
     skipped = "; ".join(reasons) or None
     if not splices:
         return RewriteResult(raw, (), False, skipped)
-    return RewriteResult(_splice(raw, splices), tuple(links), pixel, skipped)
+    return RewriteResult(_splice(raw, splices), tuple(links), pixel, skipped, notices)
+
+
+def _notice(decoded: _Decoded, notice: str, reasons: list[str]) -> str:
+    """The notice, if the part's charset and transfer encoding can carry it; else "" and why."""
+    if not notice:
+        return ""
+    path, charset = decoded.leaf.path, decoded.leaf.headers.get_content_charset() or "us-ascii"
+    try:
+        notice.encode(decoded.codec)
+    except UnicodeEncodeError:
+        reasons.append(f"notice left out of part {path}: not writable in its charset {charset}")
+        return ""
+    if decoded.cte in ("7bit", "7bits") and not notice.isascii():
+        reasons.append(f"notice left out of part {path}: not ASCII, and the part is 7bit")
+        return ""
+    return notice
+
+
+def _newline(decoded: _Decoded) -> str:
+    """The part's own line break: as in its text, else as in the message."""
+    if "\r\n" in decoded.text:
+        return "\r\n"
+    return "\n" if "\n" in decoded.text else decoded.eol.decode("ascii")
 
 
 def _body_start(raw: bytes, start: int, end: int) -> int:

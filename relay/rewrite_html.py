@@ -32,6 +32,9 @@ class RewritePlan:
     # the copy's token as it appears in pixel_url and click_base: lets the copies of one
     # message share a single rewrite (rewrite.rewrite_copies); "" if there is none
     token: str = ""
+    # appended to text/plain and text/html parts (relay/notice.py), "\n" for line breaks
+    notice_text: str = ""
+    notice_html: str = ""
 
     def __post_init__(self) -> None:
         if self.pixel_position not in PIXEL_POSITIONS:
@@ -102,11 +105,15 @@ def rewrite_html(
     *,
     first_position: int = 0,
     unsubscribe_urls: frozenset[str] = frozenset(),
+    notice: str = "",
 ) -> tuple[str, tuple[Link, ...], bool]:
-    """Decoded HTML in; (new HTML, rewritten links, pixel inserted) out."""
+    """Decoded HTML in; (new HTML, rewritten links, pixel inserted) out. A notice goes where
+    a bottom pixel goes: before </body>, else at the end."""
     scan = _Scan(html, plan, first_position, unsubscribe_urls)
     scan.run(0, len(html), top=True)
     scan.settle_vml_link(len(html))
+    if notice:
+        scan.edits.append((scan.bottom_offset(), 0, notice))
     pixel = False
     if plan.opens and not scan.has_pixel:
         scan.edits.append((scan.pixel_offset(), 0, _pixel_tag(plan.pixel_url)))
@@ -120,12 +127,15 @@ def rewrite_text(
     *,
     first_position: int = 0,
     unsubscribe_urls: frozenset[str] = frozenset(),
+    notice: str = "",
 ) -> tuple[str, tuple[Link, ...]]:
-    """Bare http(s) URLs of a text/plain body become click redirects."""
+    """Bare http(s) URLs of a text/plain body become click redirects (if the plan tracks
+    them); a notice goes at the end, as given (line breaks included)."""
     edits: list[tuple[int, int, str]] = []
     links: list[Link] = []
     own = _own_prefix(plan)
-    for m in _TEXT_URL.finditer(text):
+    urls = _TEXT_URL.finditer(text) if plan.clicks and plan.text_links else ()
+    for m in urls:
         url = _trim_text_url(m.group())
         start = m.start()
         # The words just before a URL (this line and the previous one, within a window
@@ -139,6 +149,8 @@ def rewrite_text(
         position = first_position + len(links)
         links.append(Link(position, url))
         edits.append((start, len(url), f"{plan.click_base}{position}"))
+    if notice:
+        edits.append((len(text), 0, notice))
     return _apply(text, edits), tuple(links)
 
 
@@ -261,6 +273,9 @@ class _Scan:
                 return self.body_open_end
             # Markup before the doctype would switch browsers to quirks mode.
             return _DOCTYPE.match(self.html).end()
+        return self.bottom_offset()
+
+    def bottom_offset(self) -> int:
         if self.body_close_start is not None:
             return self.body_close_start
         # At the end, unless the document ends inside a tag or comment that would hide it.

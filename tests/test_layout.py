@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE = ("control", "headers", "policy", "intake", "rewrite", "rewrite_html", "classify", "dsn", "records",
-        "hit_rules", "status", "notify_payloads")
+        "hit_rules", "status", "notify_payloads", "notice", "optout_pages")
 
 
 def imported(path: Path) -> set[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from relay.control import Choice
-from relay.policy import UserPolicy, privacy_lookups, with_sticky_choice
+from relay.policy import UserPolicy, erased_entry, privacy_lookups, with_sticky_choice
 from relay.records import RecipientResult
 from relay.status import done_at, next_attempt_at, pending_count, roll_up
 
@@ -31,8 +31,9 @@ def test_sticky_choice_update_keeps_the_rest_of_the_policy():
                                                                      sticky_choice=Choice(True, True))
 
 
-def test_privacy_lookups_are_each_address_and_its_domain():
+def test_privacy_lookups_are_each_address_its_erased_digest_and_its_domain():
     assert privacy_lookups(["Bob@Example.org", "eve@secret.example", "bob@example.org"]) == (
-        ["bob@example.org", "eve@secret.example", "@example.org", "@secret.example"],
+        ["bob@example.org", "eve@secret.example", erased_entry("bob@example.org"), erased_entry("eve@secret.example"),
+         "@example.org", "@secret.example"],
         ["bob@example.org", "eve@secret.example"])
     assert privacy_lookups([]) == ([], [])

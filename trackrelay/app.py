@@ -25,6 +25,7 @@ from relay.metrics import Metrics
 from relay.notify import NotifySettings, NotifyWorker
 from relay.purger import Purger
 from relay.netaddr import parse_networks
+from relay.optout import OptOut
 from relay.credentials import Credentials
 from relay.smtpd import RelayHandler, SmtpPolicy, start_listener
 from relay.store import Store, open_store
@@ -122,7 +123,8 @@ class App:
             workers=cfg.delivery.workers, public_url=cfg.http.public_url, hostname=cfg.smtp.hostname,
             pixel_position=cfg.tracking.pixel_position, passthrough=cfg.upstream.auth == "passthrough",
             dkim_domain=cfg.dkim.domain, dkim_selector=cfg.dkim.selector, dkim_key=dkim_key,
-            dkim_resign=cfg.dkim.resign,
+            dkim_resign=cfg.dkim.resign, disclosure_text=cfg.privacy.disclosure_text,
+            disclosure_html=cfg.privacy.disclosure_html, optout_link=cfg.privacy.optout_link,
             # alone (--only delivery) nothing wakes it when mail is spooled: look more often
             poll=1.0 if "smtp" in self.parts else 0.2,
         )
@@ -187,7 +189,8 @@ class App:
             anonymize_ip=cfg.privacy.anonymize_ip, machine_window=cfg.tracking.machine_window), clock=self.clock)
         limits = HttpLimits(max_connections=cfg.http.max_connections,
                             max_connections_per_ip=cfg.http.max_connections_per_ip)
-        server = HitsServer(self.hits, parse_networks(cfg.http.trusted_proxies), limits, self.metrics)
+        optout = OptOut(self.store, self.hits.target, self.metrics, cfg.http.public_url)
+        server = HitsServer(self.hits, parse_networks(cfg.http.trusted_proxies), limits, self.metrics, optout)
         # cleanups run last-first: connections end, pending look-ups finish, the queue is
         # flushed - all before the store closes
         self._cleanups += [self.recorder.close, self.hits.close, server.close]

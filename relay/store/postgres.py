@@ -321,6 +321,12 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
                 "SELECT position, url FROM links WHERE message_id = $1", row["message_id"])}
         return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"], row["delivered_at"], links)
 
+    async def copy_recipients(self, copy_id: int) -> list[str]:
+        # through the message, whose recipients are indexed (copy_id is not)
+        return [r[0] for r in await self._fetch(
+            "SELECT r.address FROM copies k JOIN recipients r ON r.message_id = k.message_id"
+            " WHERE k.id = $1 AND r.copy_id = k.id ORDER BY r.id", copy_id)]
+
 
 async def _migrate(c: asyncpg.Connection) -> None:
     # a session lock: held across the migrations' own transactions, released below

@@ -290,6 +290,9 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
     async def copy_target(self, token: str) -> CopyTarget | None:
         return await self._runner.read(lambda c: _copy_target(c, token))
 
+    async def copy_recipients(self, copy_id: int) -> list[str]:
+        return await self._runner.read(lambda c: [r[0] for r in c.execute(_COPY_RECIPIENTS, (copy_id,))])
+
 
 def _migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -455,6 +458,11 @@ def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientR
     if not pending:
         erased = c.execute("DELETE FROM bodies WHERE message_id = ?", (message_id,)).rowcount > 0
     return status, erased
+
+
+# through the message, whose recipients are indexed (copy_id is not)
+_COPY_RECIPIENTS = ("SELECT r.address FROM copies k JOIN recipients r ON r.message_id = k.message_id"
+                    " WHERE k.id = ? AND r.copy_id = k.id ORDER BY r.id")
 
 
 def _copy_target(c: sqlite3.Connection, token: str) -> CopyTarget | None:
