@@ -52,7 +52,7 @@ from relay.auth import verify_password_async
 from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.headers import header_block
-from relay.records import HitCounts, MessageReport
+from relay.records import CapturedCopy, HitCounts, MessageReport
 from relay.store.queries import cursor_text, parse_cursor
 
 log = logging.getLogger(__name__)
@@ -337,13 +337,13 @@ async def message_detail(request: web.Request) -> dict[str, Any]:
                         line=timeline(report.events, report.received_at), width=TIMELINE_WIDTH)
 
 
-async def _capture(request: web.Request) -> tuple[MessageReport, dict]:
+async def _capture(request: web.Request) -> tuple[MessageReport, CapturedCopy]:
     """The message's captured copy named by {capture}, if the user may see the message."""
     report = await _report(request)
     raw_capture = request.match_info["capture"]
     if not raw_capture.isdigit() or len(raw_capture) > 18:
         raise web.HTTPNotFound()
-    found = [c for c in await request.app[STORE].captured(report.id) if c["id"] == int(raw_capture)]
+    found = [c for c in await request.app[STORE].captured(report.id) if c.id == int(raw_capture)]
     if not found:
         raise web.HTTPNotFound()
     return report, found[0]
@@ -353,9 +353,9 @@ async def _capture(request: web.Request) -> tuple[MessageReport, dict]:
 async def captured_raw(request: web.Request) -> web.StreamResponse:
     """A delivered copy as the capture upstream kept it: text/plain, inline, never HTML."""
     report, capture = await _capture(request)
-    return web.Response(body=bytes(capture["data"]), headers={
+    return web.Response(body=capture.data, headers={
         "Content-Type": "text/plain; charset=utf-8",
-        "Content-Disposition": f'inline; filename="message-{report.id}-copy-{capture["id"]}.txt"',
+        "Content-Disposition": f'inline; filename="message-{report.id}-copy-{capture.id}.txt"',
         "X-Content-Type-Options": "nosniff",
         # even a browser that ignored the type could run nothing from this document
         "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -367,7 +367,7 @@ async def captured_html(request: web.Request) -> web.StreamResponse:
     """The copy's HTML for the page's sandboxed frame: no script, nothing fetched (the
     pixel neither), no link or form that goes anywhere - viewing it records nothing."""
     _, capture = await _capture(request)
-    html = html_part(bytes(capture["data"]))
+    html = html_part(capture.data)
     if html is None:
         raise web.HTTPNotFound()
     return web.Response(body=neutralised(html), headers={
@@ -379,11 +379,10 @@ async def captured_html(request: web.Request) -> web.StreamResponse:
     })
 
 
-def capture_summary(row: dict) -> dict[str, Any]:
+def capture_summary(copy: CapturedCopy) -> dict[str, Any]:
     """What the page shows of a captured copy: envelope, size and header lines."""
-    data = bytes(row["data"])
-    head = header_block(data)
+    head = header_block(copy.data)
     parsed = HeaderParser(policy=compat32).parsestr(head.decode("utf-8", "replace"), headersonly=True)
-    return {"id": row["id"], "at": row["at"], "mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"],
-            "size": len(data), "html": b"text/html" in data.lower(),
+    return {"id": copy.id, "at": copy.at, "mail_from": copy.mail_from, "rcpt_tos": copy.rcpt_tos,
+            "size": len(copy.data), "html": b"text/html" in copy.data.lower(),
             "headers": [(name, str(value)) for name, value in parsed.items()]}

@@ -13,7 +13,7 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
 from relay.dkim import sign as dkim_sign
@@ -23,11 +23,22 @@ from relay.notice import copy_notice
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
 from relay.credentials import Credentials
-from relay.store import Store
 from relay.records import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult
 from relay.upstream import SendOutcome, Upstream
 
 log = logging.getLogger(__name__)
+
+
+class DeliveryStore(Protocol):
+    """What delivery needs of the store: claims with a lease, and their results."""
+
+    async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]: ...
+    async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None: ...
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+                     rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str: ...
+    async def renew(self, worker: str, until: float) -> None: ...
+    async def release(self, worker: str) -> None: ...
+    async def lock_holders(self) -> set[str]: ...
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 
@@ -114,7 +125,7 @@ def enhanced_status(detail: str) -> str:
 
 
 class DeliveryWorker:
-    def __init__(self, store: Store, upstream: Upstream, settings: DeliverySettings, *,
+    def __init__(self, store: DeliveryStore, upstream: Upstream, settings: DeliverySettings, *,
                  credentials: Credentials | None = None, clock: Callable[[], float] = time.time,
                  name: str | None = None, rewriter: RewritePool | None = None) -> None:
         self.store = store

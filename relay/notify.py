@@ -14,17 +14,25 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Protocol, Sequence
 
 from relay import webhook_client
 from relay.metrics import Metrics
 from relay.notify_payloads import Payload, render, render_digest
 from relay.notify_rules import attempt_result, notice_event
-from relay.records import ClaimedDelivery
-from relay.store import Store
+from relay.records import ClaimedDelivery, DeliveryResult
 from relay.webhook_client import PostResult
 
 log = logging.getLogger(__name__)
+
+
+class OutboxStore(Protocol):
+    """What the notify role needs of the store: the webhook outbox."""
+
+    async def claim_deliveries(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedDelivery]: ...
+    async def finish_delivery(self, result: DeliveryResult) -> None: ...
+    async def release_deliveries(self, worker: str) -> None: ...
+    async def record_unopened(self, now: float, limit: int) -> int: ...
 Post = Callable[..., Awaitable[PostResult]]
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RESULTS: Mapping[str, str] = {"sent": "sent", "failed": "failed", "queued": "retried"}  # status -> metric label
@@ -45,7 +53,7 @@ class NotifySettings:
 
 
 class NotifyWorker:
-    def __init__(self, store: Store, settings: NotifySettings, metrics: Metrics, *,
+    def __init__(self, store: OutboxStore, settings: NotifySettings, metrics: Metrics, *,
                  clock: Callable[[], float] = time.time, post: Post = webhook_client.post) -> None:
         self.store = store
         self.settings = settings

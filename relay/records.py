@@ -229,6 +229,18 @@ class NewNotification:
 
 
 @dataclass(frozen=True)
+class CapturedCopy:
+    """A copy the capture upstream kept (the local demo mailbox)."""
+
+    id: int
+    message_id: int | None  # None once its message was purged or erased
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    at: float
+
+
+@dataclass(frozen=True)
 class PanelSession:
     """A web panel login, found by the hash of its cookie's id."""
 

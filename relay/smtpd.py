@@ -13,7 +13,7 @@ import re
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -22,10 +22,19 @@ from relay.credentials import Credentials
 from relay.errors import StoreUnavailable
 from relay.intake import TrackingRules, build_message, new_queue_id, owns_address
 from relay.limits import FailureLimiter, RateLimiter
-from relay.store import Store
-from relay.records import User
+from relay.policy import PrivacyRules, UserPolicy
+from relay.records import NewMessage, User
 
 log = logging.getLogger(__name__)
+
+
+class IntakeStore(Protocol):
+    """What SMTP intake needs of the store."""
+
+    async def user_by_email(self, email: str) -> User | None: ...
+    async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None,
+                                                                                    PrivacyRules]: ...
+    async def spool(self, msg: NewMessage) -> int: ...
 END_OF_DATA = b"\r\n.\r\n"
 # a path with a dot-atom local part and a plain domain: what the full parser returns unchanged
 _SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -65,7 +74,7 @@ class SmtpPolicy:
 
 
 class RelayHandler(_ScannedByAiosmtpd):
-    def __init__(self, store: Store, policy: SmtpPolicy, *, on_spooled: Callable[[], None] = lambda: None,
+    def __init__(self, store: IntakeStore, policy: SmtpPolicy, *, on_spooled: Callable[[], None] = lambda: None,
                  credentials: Credentials | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.policy = policy

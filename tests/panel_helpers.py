@@ -85,7 +85,7 @@ async def _finished(app: Any) -> bool:
 async def tracked_urls(app: Any, message_id: int) -> Any:
     """The pixel and click URLs of the message's first delivered copy."""
     [first, *_] = await app.store.captured(message_id)
-    return copies_in(bytes(first["data"]))
+    return copies_in(first.data)
 
 
 def cookie_attrs(resp: aiohttp.ClientResponse, name: str) -> dict[str, str]:

@@ -268,13 +268,13 @@ async def test_message_list_detail_counts_and_tracked_filter(start_app, tmp_path
         assert f"{report.counts.opens} opens" in page and f"{report.counts.clicks} clicks" in page
         # the raw copy: text/plain, inline, nosniff - never rendered as HTML
         captured = await app.store.captured(tracked)
-        async with s.get(url(app, f"/messages/{tracked}/captured/{captured[0]['id']}.txt")) as raw:
+        async with s.get(url(app, f"/messages/{tracked}/captured/{captured[0].id}.txt")) as raw:
             body = await raw.read()
             assert raw.status == 200 and raw.headers["Content-Type"] == "text/plain; charset=utf-8"
             assert raw.headers["X-Content-Type-Options"] == "nosniff"
             assert raw.headers["Content-Disposition"].startswith("inline")
             assert "sandbox" in raw.headers["Content-Security-Policy"]
-            assert body == bytes(captured[0]["data"])
+            assert body == captured[0].data
         assert (await get(s, app, f"/messages/{tracked}/captured/999999.txt"))[0].status == 404
 
 
@@ -292,7 +292,7 @@ async def test_users_see_only_their_own_mail(start_app, tmp_path):
         await login(s, app, "mallory@example.com")
         _, page = await get(s, app, "/")
         assert "secret plan" not in page and "No mail yet" in page
-        for path in (f"/messages/{message_id}", f"/messages/{message_id}/captured/{captured[0]['id']}.txt"):
+        for path in (f"/messages/{message_id}", f"/messages/{message_id}/captured/{captured[0].id}.txt"):
             resp, page = await get(s, app, path)
             assert resp.status == 404 and "secret plan" not in page, path
 

@@ -237,7 +237,7 @@ async def test_private_pages_are_never_cached(start_app, tmp_path):
         assert "no-store" in resp.headers["Cache-Control"]
         resp = await login(s, app)
         assert resp.status == 303 and "no-store" in resp.headers["Cache-Control"]
-        for path in ("/", "/?tracked=1", f"/messages/{message_id}", f"/messages/{message_id}/captured/{copy['id']}.txt",
+        for path in ("/", "/?tracked=1", f"/messages/{message_id}", f"/messages/{message_id}/captured/{copy.id}.txt",
                      "/messages/999999"):
             resp, _ = await get(s, app, path)
             assert resp.status in (200, 404) and "no-store" in resp.headers["Cache-Control"], path

@@ -22,6 +22,7 @@ from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
     ApiToken,
+    CapturedCopy,
     ClaimedMessage,
     CopyRef,
     CopyTarget,
@@ -287,12 +288,13 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
             "INSERT INTO captured (message_id, mail_from, rcpt_tos, data, at) VALUES ($1, $2, $3, $4, $5)",
             message_id, mail_from, json.dumps(list(rcpt_tos)), data, now)
 
-    async def captured(self, message_id: int | None = None) -> list[dict]:
+    async def captured(self, message_id: int | None = None) -> list[CapturedCopy]:
         if message_id is None:
             rows = await self._fetch("SELECT * FROM captured ORDER BY id")
         else:
             rows = await self._fetch("SELECT * FROM captured WHERE message_id = $1 ORDER BY id", message_id)
-        return [dict(r, rcpt_tos=json.loads(r["rcpt_tos"])) for r in rows]
+        return [CapturedCopy(r["id"], r["message_id"], r["mail_from"], tuple(json.loads(r["rcpt_tos"])),
+                             bytes(r["data"]), r["at"]) for r in rows]
 
     async def message_row(self, message_id: int) -> dict | None:
         async with self._conn() as c:

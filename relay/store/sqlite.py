@@ -15,6 +15,7 @@ from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import PrivacyRules, UserPolicy, privacy_lookups, with_sticky_choice
 from relay.records import (
     ApiToken,
+    CapturedCopy,
     ClaimedMessage,
     CopyRef,
     CopyTarget,
@@ -254,15 +255,16 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
             )
         )
 
-    async def captured(self, message_id: int | None = None) -> list[dict]:
-        def job(c: sqlite3.Connection) -> list[dict]:
+    async def captured(self, message_id: int | None = None) -> list[CapturedCopy]:
+        def job(c: sqlite3.Connection) -> list[CapturedCopy]:
             sql = "SELECT * FROM captured"
             args: tuple = ()
             if message_id is not None:
                 sql += " WHERE message_id = ?"
                 args = (message_id,)
             rows = c.execute(sql + " ORDER BY id", args).fetchall()
-            return [dict(r, rcpt_tos=json.loads(r["rcpt_tos"])) for r in rows]
+            return [CapturedCopy(r["id"], r["message_id"], r["mail_from"], tuple(json.loads(r["rcpt_tos"])),
+                             bytes(r["data"]), r["at"]) for r in rows]
 
         return await self._runner.read(job)
 

@@ -93,9 +93,9 @@ async def test_capture_keeps_delivered_copies(store):
     await store.capture(mid, "alice@example.com", ["bob@example.org"], b"data-1", T0)
     await store.capture(None, "", ["alice@example.com"], b"data-2", T0 + 1)
     everything = await store.captured()
-    assert [(c["message_id"], c["rcpt_tos"], bytes(c["data"])) for c in everything] == [
+    assert [(c.message_id, list(c.rcpt_tos), c.data) for c in everything] == [
         (mid, ["bob@example.org"], b"data-1"), (None, ["alice@example.com"], b"data-2")]
-    assert [bytes(c["data"]) for c in await store.captured(mid)] == [b"data-1"]
+    assert [c.data for c in await store.captured(mid)] == [b"data-1"]
 
 
 async def test_recorded_hits_are_stored_as_given(store):
