@@ -16,11 +16,16 @@ run: $(STAMP)
 	$(BIN)/trackrelay serve
 
 # Debian packages the tests and the benchmark drive for real: swaks (a real SMTP client),
-# chromium (browser tests), postfix/nginx/wrk (benchmark references).
+# chromium (browser tests), npm (axe-core), postfix/nginx/wrk (benchmark references).
 system-deps:
 	bash scripts/system-deps.sh
 
-test: $(STAMP) system-deps
+# axe-core (npm) checks the panel's pages for accessibility in the browser tests
+AXE := .cache/npm/node_modules/axe-core/axe.min.js
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix .cache/npm axe-core@4.14.1
+
+test: $(STAMP) system-deps $(AXE)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps

@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl)
 command -v chromium >/dev/null || need+=(chromium)
+command -v npm >/dev/null || need+=(npm)
 command -v smtp-sink >/dev/null || [[ -x /usr/sbin/smtp-sink ]] || need+=(postfix)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
