@@ -141,13 +141,22 @@ def _scope(request: web.Request) -> int | None:
     return mail_scope(request_user(request), request.config_dict[SETTINGS])
 
 
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """`text` as a number if it is 1 to max_digits ASCII digits (18 always fit a 64-bit id), else None.
+    str.isdigit() alone also says yes to "²", which int() refuses."""
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
+        return None
+    return int(text)
+
+
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    number = whole_number(raw)
+    if number is None or not low <= number <= high:
         raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
-    return int(raw)
+    return number
 
 
 # views
@@ -224,10 +233,10 @@ async def list_messages(request: web.Request) -> web.Response:
 
 def int_id(request: web.Request) -> int:
     """The URL's {id} as a store id; 404 when it cannot be one."""
-    raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    number = whole_number(request.match_info["id"])
+    if number is None:
         raise web.HTTPNotFound()
-    return int(raw_id)
+    return number
 
 
 async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:
