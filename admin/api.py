@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -59,12 +61,54 @@ def api_error(status: int, message: str, headers: dict[str, str] | None = None) 
 async def json_object(request: web.Request, example: str) -> dict[str, Any]:
     """The request's body as a JSON object; else a 400 that shows `example` (the JSON error middleware answers it)."""
     try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = json.loads(await request.text(), parse_constant=_not_json, parse_int=_int64, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         raise web.HTTPBadRequest(reason=f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(reason="malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason=f"expected a JSON object such as {example}")
+    if not _storable(body):
+        raise web.HTTPBadRequest(reason="a string holds NUL or an unpaired surrogate (\\ud800-\\udfff)")
     return body
+
+
+# Python's json module reads more than JSON, and more than a store holds: refused at the edge
+# (else SQLite and PostgreSQL fail on them in their own ways, answered as 500 or 503)
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not JSON")
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{text[:30]} is beyond a 64-bit integer")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:30]} is out of range")
+    return value
+
+
+def _storable(body: Any) -> bool:
+    """No NUL (PostgreSQL refuses it in text) and no unpaired surrogate (no UTF-8 encodes one)."""
+    pending = [body]
+    while pending:  # a loop, not recursion: json reads nesting deeper than Python recurses
+        value = pending.pop()
+        if isinstance(value, str) and ("\x00" in value or _SURROGATE.search(value)):
+            return False
+        if isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend([*value, *value.values()])
+    return True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @web.middleware
