@@ -34,7 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def make_api_app() -> web.Application:
     """Mounted at /api/v1/ by make_admin_app; the bearer check applies to these routes only."""
-    api = web.Application(middlewares=[bearer_auth])
+    api = web.Application(middlewares=[bearer_auth, no_nul])
     api.router.add_get("/messages", list_messages)
     api.router.add_get("/messages/{id}", get_message)
     api.router.add_get("/policy", get_policy)
@@ -144,6 +144,15 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
                          {"WWW-Authenticate": 'Bearer realm="trackrelay", error="invalid_token"'})
     request[USER] = user
     await _note_use(request, digest)
+    return await handler(request)
+
+
+@web.middleware
+async def no_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL (%00) in the path or a query value is no address or search anyone means, and
+    PostgreSQL cannot even compare text with one: refused before any handler sees it."""
+    if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+        return api_error(400, "the URL holds a NUL (%00)")
     return await handler(request)
 
 

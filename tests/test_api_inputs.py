@@ -1,7 +1,7 @@
-"""/api/v1 given input no store can hold (found by fuzzing the API with schemathesis): numbers
-beyond any id, digits that are not ASCII, JSON's NaN, NUL and lone surrogates. Each is the
-client's mistake: a 4xx naming it, never a 500 (SQLite) or a 503 that says to try again
-(PostgreSQL)."""
+"""/api/v1 given input no store can hold (found by tests/test_openapi.py's fuzzing, and by
+probing around its finds): numbers beyond any id, digits that are not ASCII, JSON's NaN, NUL
+and lone surrogates. Each is the client's mistake: a 4xx naming it, never a 500 (SQLite) or a
+503 that says to try again (PostgreSQL)."""
 from __future__ import annotations
 
 import aiohttp
@@ -71,3 +71,14 @@ async def test_json_beyond_what_a_store_holds_is_refused(sink, start_app, tmp_pa
             status, body, _ = await api(s, app, path, user, method=method, raw=raw)
             assert status == 400 and body["error"], (path, raw[:50], status, body)
 
+
+async def test_nul_in_a_path_or_query_is_refused(sink, start_app, tmp_path):
+    app = await start_relay(start_app, tmp_path, sink)
+    await add_user(app, "root@example.com", admin=True)
+    root = await token_for(app, "root@example.com")
+    async with aiohttp.ClientSession() as s:
+        for method, path in (("GET", "/api/v1/messages?q=%00"), ("GET", "/api/v1/privacy/subjects/a%00@example.org"),
+                             ("DELETE", "/api/v1/privacy/subjects/a%00@example.org"),
+                             ("DELETE", "/api/v1/privacy/dnt/%00@example.org")):
+            status, body, _ = await api(s, app, path, root, method=method)
+            assert status == 400 and "NUL" in body["error"], (path, status, body)
