@@ -27,6 +27,7 @@ from relay.records import EventReport, HitCounts, LinkReport, MessageReport, Not
 from relay.store.queries import cursor_text, parse_cursor
 
 PREFIX = "/api/"
+OPENAPI_PATH = "/api/v1/openapi.json"  # the API's description: the one API path that needs no token
 MAX_LIMIT = 1000
 PAGE_DEFAULT, PAGE_MAX = 50, 500  # the message list's page size
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,6 +130,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == OPENAPI_PATH:
+        return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
     if not token and request.path == STREAM_PATH and PANEL_USER in request:  # the bell, in a page
