@@ -8,7 +8,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin import (
-    admin_pages, api, notifications_api, ops, panel, privacy_api, privacy_page, settings_page, tokens_api, webhooks_api,
+    admin_pages, api, notifications_api, openapi, ops, panel, privacy_api, privacy_page, settings_page, tokens_api,
+    webhooks_api,
 )
 from admin.keys import METRICS, SETTINGS, STORE, AdminSettings
 from relay.metrics import Metrics
@@ -28,6 +29,7 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     webhooks_api.add_routes(api_app)
     tokens_api.add_routes(api_app)
     notifications_api.add_routes(api_app)
+    openapi.add_routes(api_app)
     app.add_subapp("/api/v1/", api_app)
     panel.setup(app)
     privacy_page.add_routes(app)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -25,6 +27,7 @@ from relay.records import EventReport, HitCounts, LinkReport, MessageReport, Not
 from relay.store.queries import cursor_text, parse_cursor
 
 PREFIX = "/api/"
+OPENAPI_PATH = "/api/v1/openapi.json"  # the API's description: the one API path that needs no token
 MAX_LIMIT = 1000
 PAGE_DEFAULT, PAGE_MAX = 50, 500  # the message list's page size
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def make_api_app() -> web.Application:
     """Mounted at /api/v1/ by make_admin_app; the bearer check applies to these routes only."""
-    api = web.Application(middlewares=[bearer_auth])
+    api = web.Application(middlewares=[bearer_auth, no_nul])
     api.router.add_get("/messages", list_messages)
     api.router.add_get("/messages/{id}", get_message)
     api.router.add_get("/policy", get_policy)
@@ -59,12 +62,54 @@ def api_error(status: int, message: str, headers: dict[str, str] | None = None) 
 async def json_object(request: web.Request, example: str) -> dict[str, Any]:
     """The request's body as a JSON object; else a 400 that shows `example` (the JSON error middleware answers it)."""
     try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = json.loads(await request.text(), parse_constant=_not_json, parse_int=_int64, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         raise web.HTTPBadRequest(reason=f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(reason="malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason=f"expected a JSON object such as {example}")
+    if not _storable(body):
+        raise web.HTTPBadRequest(reason="a string holds NUL or an unpaired surrogate (\\ud800-\\udfff)")
     return body
+
+
+# Python's json module reads more than JSON, and more than a store holds: refused at the edge
+# (else SQLite and PostgreSQL fail on them in their own ways, answered as 500 or 503)
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not JSON")
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{text[:30]} is beyond a 64-bit integer")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:30]} is out of range")
+    return value
+
+
+def _storable(body: Any) -> bool:
+    """No NUL (PostgreSQL refuses it in text) and no unpaired surrogate (no UTF-8 encodes one)."""
+    pending = [body]
+    while pending:  # a loop, not recursion: json reads nesting deeper than Python recurses
+        value = pending.pop()
+        if isinstance(value, str) and ("\x00" in value or _SURROGATE.search(value)):
+            return False
+        if isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend([*value, *value.values()])
+    return True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @web.middleware
@@ -85,6 +130,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == OPENAPI_PATH:
+        return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
     if not token and request.path == STREAM_PATH and PANEL_USER in request:  # the bell, in a page
@@ -100,6 +147,15 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
                          {"WWW-Authenticate": 'Bearer realm="trackrelay", error="invalid_token"'})
     request[USER] = user
     await _note_use(request, digest)
+    return await handler(request)
+
+
+@web.middleware
+async def no_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL (%00) in the path or a query value is no address or search anyone means, and
+    PostgreSQL cannot even compare text with one: refused before any handler sees it."""
+    if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+        return api_error(400, "the URL holds a NUL (%00)")
     return await handler(request)
 
 
@@ -141,13 +197,22 @@ def _scope(request: web.Request) -> int | None:
     return mail_scope(request_user(request), request.config_dict[SETTINGS])
 
 
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """`text` as a number if it is 1 to max_digits ASCII digits (18 always fit a 64-bit id), else None.
+    str.isdigit() alone also says yes to "²", which int() refuses."""
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
+        return None
+    return int(text)
+
+
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    number = whole_number(raw)
+    if number is None or not low <= number <= high:
         raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
-    return int(raw)
+    return number
 
 
 # views
@@ -224,10 +289,10 @@ async def list_messages(request: web.Request) -> web.Response:
 
 def int_id(request: web.Request) -> int:
     """The URL's {id} as a store id; 404 when it cannot be one."""
-    raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    number = whole_number(request.match_info["id"])
+    if number is None:
         raise web.HTTPNotFound()
-    return int(raw_id)
+    return number
 
 
 async def report_or_404(request: web.Request, scope: int | None) -> MessageReport:

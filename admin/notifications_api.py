@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.api import MAX_LIMIT, api_error, int_param, json_object, json_response, notification_json
+from admin.api import MAX_LIMIT, api_error, int_param, json_object, json_response, notification_json, whole_number
 from admin.keys import STORE, request_user
 
 ROUTE = "/notifications"
@@ -82,9 +82,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     streams = request.config_dict[STREAMS]
     if streams[user.id] >= MAX_STREAMS_PER_USER:
         return api_error(429, f"at most {MAX_STREAMS_PER_USER} notification streams per user", {"Retry-After": "10"})
-    last_id = request.headers.get("Last-Event-ID", "")
-    resume = last_id.isdigit() and len(last_id) < 19  # else: only what comes from now on
-    after = int(last_id) if resume else await store.newest_notification(user.id)
+    resume = whole_number(request.headers.get("Last-Event-ID", ""))  # else: only what comes from now on
+    after = resume if resume is not None else await store.newest_notification(user.id)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     streams[user.id] += 1

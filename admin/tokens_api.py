@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.api import api_error, json_object, json_response, rfc3339
+from admin.api import api_error, int_id, json_object, json_response, rfc3339
 from admin.keys import STORE, request_user
 from relay.auth import new_api_token, token_hash
 from relay.records import ApiToken
@@ -41,10 +41,6 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 async def delete_token(request: web.Request) -> web.Response:
-    try:
-        token_id = int(request.match_info["id"])
-    except ValueError:
-        return api_error(404, "not found")
-    if not await request.config_dict[STORE].delete_api_token(request_user(request).id, token_id):
+    if not await request.config_dict[STORE].delete_api_token(request_user(request).id, int_id(request)):
         return api_error(404, "not found")  # unknown, or another user's: the same answer
     return web.Response(status=204)
