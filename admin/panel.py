@@ -341,7 +341,7 @@ async def _capture(request: web.Request) -> tuple[MessageReport, CapturedCopy]:
     """The message's captured copy named by {capture}, if the user may see the message."""
     report = await _report(request)
     raw_capture = request.match_info["capture"]
-    if not raw_capture.isdigit() or len(raw_capture) > 18:
+    if not (raw_capture.isascii() and raw_capture.isdigit()) or len(raw_capture) > 18:
         raise web.HTTPNotFound()
     found = [c for c in await request.app[STORE].captured(report.id) if c.id == int(raw_capture)]
     if not found:

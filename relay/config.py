@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -199,6 +200,8 @@ def parse_duration(value: Any, key: str) -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     if seconds < 0:
         raise ConfigError(key, "a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
+        raise ConfigError(key, f"a duration of at most 100 years, got {value!r}")
     return seconds
 
 

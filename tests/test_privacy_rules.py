@@ -71,3 +71,19 @@ def test_the_access_answer_is_json_with_rfc3339_times():
                                           "shared_copy": False}]
     assert out["consent"] == [{"entry": "bob@example.org", "recorded_at": "2027-01-15T08:00:00Z",
                                "recorded_by": None, "source": None}]
+
+
+def test_cursors_and_durations_refuse_what_no_server_made():
+    import pytest
+
+    from relay.config import parse_duration
+    from relay.errors import ConfigError
+    from relay.store.queries import cursor_text, parse_cursor
+
+    assert parse_cursor(cursor_text((1.5, 7))) == (1.5, 7)
+    for bad in ("inf_1", "nan_2", "1.0_²", "1.0", "x_1"):
+        with pytest.raises(ValueError):
+            parse_cursor(bad)
+    for bad in ("9" * 400, float("inf"), "1e309s"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad, "k")

@@ -7,6 +7,7 @@ every row before it).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -60,12 +61,15 @@ def user_changes_sql(changes: UserChanges, mark: Callable[[int], str]) -> tuple[
 def parse_cursor(text: str) -> Cursor:
     """The API's `before` value; ValueError when it is not one this server made."""
     at, sep, last = text.partition("_")
-    if not sep or not last.isdigit() or len(text) > 64:
+    if not sep or not (last.isascii() and last.isdigit()) or len(text) > 64:
         raise ValueError("before: not a cursor from this API")
     try:
-        return float(at), int(last)
+        cursor = float(at), int(last)
     except ValueError:
         raise ValueError("before: not a cursor from this API") from None
+    if not math.isfinite(cursor[0]):
+        raise ValueError("before: not a cursor from this API")
+    return cursor
 
 
 def cursor_text(cursor: Cursor) -> str:
