@@ -23,6 +23,7 @@ from aiohttp import web
 
 from admin.api import report_or_404, rfc3339
 from admin.capture_view import html_part, neutralised
+from admin.i18n import N_, _, ago, choose, current, gettext, local_time, ngettext, use
 from admin.keys import SETTINGS, STORE, mail_scope
 from admin.sessions import (
     CSRF_FIELD,
@@ -67,22 +68,33 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+# what an error page says (N_: marked for the catalog, translated when shown)
 ERROR_TEXT = {
-    403: "This form has expired or did not come from this site. Reload the page and try again.",
-    404: "There is nothing here, or it is not yours to see.",
-    405: "That method is not allowed here.",
-    503: "The store is unavailable right now. Try again in a moment.",
+    403: N_("This form has expired or did not come from this site. Reload the page and try again."),
+    404: N_("There is nothing here, or it is not yours to see."),
+    405: N_("That method is not allowed here."),
+    503: N_("The store is unavailable right now. Try again in a moment."),
 }
+# the reasons aiohttp gives its errors, said on error pages
+REASONS = (N_("Bad Request"), N_("Forbidden"), N_("Not Found"), N_("Method Not Allowed"), N_("Too Many Requests"))
+STATUS_NAMES = {"queued": N_("queued"), "deferred": N_("deferred"), "sent": N_("sent"), "partial": N_("partial"),
+                "bounced": N_("bounced"), "failed": N_("failed")}
+CLASS_NAMES = {"human": N_("human"), "proxy": N_("proxy"), "prefetch": N_("prefetch"), "scanner": N_("scanner"),
+               "self": N_("self")}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> None:
     """Register the panel on the admin app: templates, static files, middlewares, routes."""
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                         undefined=jinja2.StrictUndefined, filters={"when": when, "rfc3339": rfc3339})
+    env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                               undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"],
+                               filters={"when": when, "rfc3339": rfc3339, "ago": lambda ts: ago(ts, clock())})
+    env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.globals.update(status_name=status_name, class_name=class_name)
     app[PANEL] = PanelState(clock=clock, throttle=LoginThrottle(app[SETTINGS].login_attempts_per_minute))
     app.middlewares.append(panel_pages)
     app.middlewares.append(load_session)
+    app.middlewares.append(language)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)
@@ -110,12 +122,12 @@ async def panel_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_page(request, e.status, e.reason)
         response.headers.update({k: v for k, v in e.headers.items() if k.lower() == "allow"})
     except StoreUnavailable:
-        response = error_page(request, 503, "Service Unavailable")
+        response = error_page(request, 503, N_("Service Unavailable"))
         response.headers["Retry-After"] = "5"
     except Exception:
         log.exception("panel error on %s %s", request.method, request.path)
-        response = error_page(request, 500, "Internal Server Error",
-                              "Something went wrong on our side. It has been logged.")
+        response = error_page(request, 500, N_("Internal Server Error"),
+                              N_("Something went wrong on our side. It has been logged."))
     _add_headers(request, response.headers)
     return response
 
@@ -128,15 +140,33 @@ def _add_headers(request: web.Request, headers: Any) -> None:
 
 
 def error_page(request: web.Request, status: int, title: str, text: str | None = None) -> web.Response:
+    """title and text: English msgids, said in the request's language."""
     return aiohttp_jinja2.render_template("error.html", request, page_context(
-        request, title=f"{status} {title}", text=text or ERROR_TEXT.get(status, title)), status=status)
+        request, title=f"{status} {_(title)}", text=_(text or ERROR_TEXT.get(status, title))), status=status)
+
+
+@web.middleware
+async def language(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What the page says is in the user's language and time zone, else the browser's language."""
+    user = request.get(PANEL_USER)
+    use(choose(user.language if user else "", request.headers.get("Accept-Language", "")),
+        user.timezone if user else "")
+    return await handler(request)
+
+
+def status_name(status: str) -> str:
+    return _(STATUS_NAMES[status]) if status in STATUS_NAMES else status
+
+
+def class_name(cls: str) -> str:
+    return _(CLASS_NAMES[cls]) if cls in CLASS_NAMES else cls
 
 
 def page_context(request: web.Request, **values: Any) -> dict[str, Any]:
     """What base.html needs on every page: the user (or None) and their logout form's token."""
     user = request.get(PANEL_USER)
     csrf = request_csrf(request) if user is not None and SESSION_ID in request else ""
-    return {"user": user, "csrf": csrf, "unread": request.get(UNREAD, 0), **values}
+    return {"user": user, "csrf": csrf, "unread": request.get(UNREAD, 0), "lang": current(), **values}
 
 
 def login_required(view: Handler) -> Handler:
@@ -151,10 +181,11 @@ def login_required(view: Handler) -> Handler:
 
 
 def when(ts: float | None) -> str:
-    """A time for people: UTC, to the second (the API's RFC 3339 is in the datetime attribute)."""
+    """A time for people, in their language and time zone (the API's RFC 3339 is in the
+    datetime attribute)."""
     if ts is None:
         return "\u2014"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return local_time(ts)
 
 
 def form_field(form: Any, name: str) -> str:
@@ -195,7 +226,7 @@ def _login_page(request: web.Request, *, next_url: str, error: str = "", email: 
     if not plausible(token):
         token = new_secret()
     response = aiohttp_jinja2.render_template("login.html", request, page_context(
-        request, title="Log in", login_csrf=token, error=error, email=email, next_url=next_url), status=status)
+        request, title=_("Log in"), login_csrf=token, error=error, email=email, next_url=next_url), status=status)
     set_login_cookie(response, token, secure=over_tls(request))
     return response
 
@@ -210,13 +241,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     ip = request_ip(request)
     if not state.throttle.attempt(email, ip):
         return _login_page(request, next_url=next_url, email=email, status=429,
-                           error="Too many login attempts. Wait a minute and try again.")
+                           error=_("Too many login attempts. Wait a minute and try again."))
     user = await store.user_by_email(email) if email and len(email) <= 320 else None
     user = None if user is not None and user.disabled else user  # no login: as if unknown
     # an unknown address costs the same argon2 check as a wrong password: no enumeration
     if not await verify_password_async(user.password_hash if user else None, password) or user is None:
         log.info("panel login failed for %r from %s", email[:320], ip)
-        return _login_page(request, next_url=next_url, email=email, error="Wrong email or password.")
+        return _login_page(request, next_url=next_url, email=email, error=_("Wrong email or password."))
     now = state.clock()
     await store.delete_stale_panel_sessions(now - IDLE_TIMEOUT, now - MAX_AGE)
     if SESSION_ID in request:  # logging in again replaces the session, it does not add one
@@ -250,7 +281,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @aiohttp_jinja2.template("notifications.html")
 async def notifications_page(request: web.Request) -> dict[str, Any]:
     items = await request.app[STORE].notifications(request[PANEL_USER].id, 100)
-    return page_context(request, title="Notifications", notifications=items)
+    return page_context(request, title=_("Notifications"), notifications=items)
 
 
 @login_required
@@ -277,16 +308,13 @@ def _list_url(**query: str) -> str:
     return "/" + ("?" + urlencode(query) if query else "")
 
 
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def open_title(c: HitCounts) -> str:
     """The open icon's hover text: people and machines apart, first and last open."""
-    people, machines = c.human_opens, c.opens - c.human_opens
-    text = f"{_plural(people, 'open', 'opens')} by people · {machines} by machines"
+    text = ngettext("%(num)s open by people · %(machines)s by machines",
+                    "%(num)s opens by people · %(machines)s by machines", c.human_opens,
+                    machines=c.opens - c.human_opens)
     if c.first_open_at is not None:
-        text += f" · first {when(c.first_open_at)} · last {when(c.last_open_at)}"
+        text += " · " + _("first %(first)s · last %(last)s", first=when(c.first_open_at), last=when(c.last_open_at))
     return text
 
 
@@ -298,7 +326,9 @@ def status_reason(m: MessageReport) -> str:
 
 
 def click_title(c: HitCounts) -> str:
-    return f"{_plural(c.human_clicks, 'click', 'clicks')} by people · {c.clicks - c.human_clicks} by machines"
+    return ngettext("%(num)s click by people · %(machines)s by machines",
+                    "%(num)s clicks by people · %(machines)s by machines", c.human_clicks,
+                    machines=c.clicks - c.human_clicks)
 
 
 @login_required
@@ -317,7 +347,7 @@ async def message_list(request: web.Request) -> dict[str, Any]:
     flags = {"tracked": "1" if tracked else "", "q": search}
     older = cursor_text((page[-1].received_at, page[-1].id)) if len(reports) > PAGE_SIZE else ""
     return page_context(
-        request, title="Tracked mail" if tracked else "Mail", messages=page, tracked=tracked, search=search,
+        request, title=_("Tracked mail") if tracked else _("Mail"), messages=page, tracked=tracked, search=search,
         newest_url=_list_url(**flags) if before else None,
         older_url=_list_url(**flags, before=older) if older else None,
         all_url=_list_url(q=search), tracked_url=_list_url(tracked="1", q=search),
@@ -332,7 +362,7 @@ async def message_detail(request: web.Request) -> dict[str, Any]:
     captures = [capture_summary(c) for c in await request.app[STORE].captured(report.id)]
     shown = request.query.get("class", "")
     events = [e for e in report.events if e.cls == shown] if shown in CLASSES else report.events
-    return page_context(request, title=report.subject or "(no subject)", m=report, captures=captures,
+    return page_context(request, title=report.subject or _("(no subject)"), m=report, captures=captures,
                         event_classes=CLASSES, shown_class=shown if shown in CLASSES else "", events=events,
                         line=timeline(report.events, report.received_at), width=TIMELINE_WIDTH)
 

@@ -10,11 +10,13 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from admin.i18n import _, ngettext
 from admin.keys import SETTINGS, STORE
 from admin.panel import admin_only, form_field, login_required, page_context, posted, see_other
 from admin.sessions import PANEL_USER
 from relay.policy import PRIVACY_LISTS, privacy_entry
-from relay.privacy import describe_entry, erasure_text, privacy_report, retention_cutoff, subject_json
+from relay.privacy import describe_entry, privacy_report, retention_cutoff, subject_json
+from relay.records import ErasureCounts
 
 PAGE = "/admin/privacy"
 
@@ -42,7 +44,7 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
         except ValueError as e:
             error = str(e)
     return aiohttp_jinja2.render_template("privacy.html", request, page_context(
-        request, title="Privacy", report=report, lists=lists, describe=describe_entry, subject=subject,
+        request, title=_("Privacy"), report=report, lists=lists, describe=describe_entry, subject=subject,
         subject_events=sum(len(m["events"]) for m in subject["mails"]) if subject else 0,
         address=address, error=error, done=request.query.get("done", "")))
 
@@ -90,7 +92,28 @@ async def erase(request: web.Request) -> web.StreamResponse:
         return see_other(f"{PAGE}?{_query(error=str(e))}")
     keep = form_field(form, "keep_trackable") == "1"
     counts = await request.app[STORE].erase_subject(address, keep_trackable=keep, now=time.time())
-    return see_other(f"{PAGE}?{_query(done=erasure_text(address, counts, keep))}")
+    return see_other(f"{PAGE}?{_query(done=erasure_notice(address, counts, keep))}")
+
+
+def erasure_notice(address: str, counts: ErasureCounts, keep_trackable: bool) -> str:
+    """What an erasure removed, in the admin's language."""
+    c = counts
+    removed = [text for n, text in (
+        (c.messages, ngettext("%(num)s message", "%(num)s messages", c.messages)),
+        (c.copies, ngettext("%(num)s copy", "%(num)s copies", c.copies)),
+        (c.recipients, ngettext("%(num)s recipient row", "%(num)s recipient rows", c.recipients)),
+        (c.events, ngettext("%(num)s event", "%(num)s events", c.events)),
+        (c.links, ngettext("%(num)s link", "%(num)s links", c.links)),
+        (c.notifications, ngettext("%(num)s notification", "%(num)s notifications", c.notifications)),
+        (c.deliveries, ngettext("%(num)s webhook delivery", "%(num)s webhook deliveries", c.deliveries)),
+        (c.captured, ngettext("%(num)s captured copy", "%(num)s captured copies", c.captured))) if n]
+    text = _("Erased %(address)s: %(removed)s.", address=address, removed=", ".join(removed) or _("nothing"))
+    text += " " + (_("Kept trackable.") if keep_trackable else _("On the do-not-track list (as a digest)."))
+    if counts.still_queued:
+        text += " " + ngettext("%(num)s mail to them is still queued: erase again once it is delivered.",
+                               "%(num)s mails to them are still queued: erase again once they are delivered.",
+                               counts.still_queued)
+    return text
 
 
 def _query(**values: str) -> str:

@@ -11,6 +11,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin.api import int_id
+from admin.i18n import N_, _
 from admin.keys import SETTINGS, STORE
 from admin.panel import form_field, login_required, page_context, posted, see_other
 from admin.sessions import PANEL_USER
@@ -23,9 +24,12 @@ from relay.records import UserChanges
 from relay.webhook_spec import format_duration
 
 PAGE = "/settings"
-LANGUAGES = {"": "The browser's", "en": "English", "hu": "Magyar"}
+LANGUAGES = {"": "", "en": "English", "hu": "Magyar"}  # "": the browser's (said in the template)
 ZONES = sorted(available_timezones())
 MIN_PASSWORD = 8
+# what a redirect back to the page says it did (?done=KEY)
+DONE = {"policy": N_("Tracking policy saved."), "preferences": N_("Preferences saved."),
+        "token": N_("Token revoked."), "webhook": N_("Webhook deleted.")}
 
 
 def add_routes(app: web.Application) -> None:
@@ -47,9 +51,9 @@ async def render(request: web.Request, *, status: int = 200, **shown: Any) -> we
     hooks = await store.webhooks(user.id)
     deliveries = {h.id: await store.deliveries(h.id, limit=5) for h in hooks}
     context = page_context(
-        request, title="Settings", policy=policy, tokens=await store.api_tokens(user.id), webhooks=hooks,
+        request, title=_("Settings"), policy=policy, tokens=await store.api_tokens(user.id), webhooks=hooks,
         deliveries=deliveries, kinds=KINDS, languages=LANGUAGES, zones=ZONES, duration=format_duration,
-        notice=request.query.get("done", ""), error="", new_token=None, new_secret=None, tested=None)
+        notice=_(DONE[request.query.get("done", "")]) if request.query.get("done") in DONE else "", error="", new_token=None, new_secret=None, tested=None)
     context.update(shown)
     return aiohttp_jinja2.render_template("settings.html", request, context, status=status)
 
@@ -71,7 +75,7 @@ async def save_policy(request: web.Request) -> web.StreamResponse:
     except ValueError as e:
         return await render(request, status=400, error=str(e))
     await store.set_policy(user.id, policy)
-    return see_other(PAGE + "?done=Tracking+policy+saved#policy")
+    return see_other(PAGE + "?done=policy#policy")
 
 
 @login_required
@@ -79,11 +83,11 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
     form = await posted(request)
     language, zone = form_field(form, "language"), form_field(form, "timezone").strip()
     if language not in LANGUAGES:
-        return await render(request, status=400, error="language: choose one of the list")
+        return await render(request, status=400, error=_("Choose a language from the list."))
     if zone and zone not in ZONES:
-        return await render(request, status=400, error=f"time zone: unknown {zone!r} (e.g. Europe/Budapest)")
+        return await render(request, status=400, error=_("Unknown time zone %(zone)s (e.g. Europe/Budapest).", zone=repr(zone)))
     await request.app[STORE].update_user(request[PANEL_USER].email, UserChanges(language=language, timezone=zone))
-    return see_other(PAGE + "?done=Preferences+saved#preferences")
+    return see_other(PAGE + "?done=preferences#preferences")
 
 
 @login_required
@@ -94,10 +98,10 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     user = await store.user_by_email(request[PANEL_USER].email)
     new = form_field(form, "new_password")
     if user is None or not await verify_password_async(user.password_hash, form_field(form, "current_password")):
-        return await render(request, status=400, error="The current password is wrong.")
+        return await render(request, status=400, error=_("The current password is wrong."))
     if len(new) < MIN_PASSWORD or new != form_field(form, "repeat_password"):
         return await render(request, status=400,
-                            error=f"The new password needs at least {MIN_PASSWORD} characters, typed twice the same.")
+                            error=_("The new password needs at least %(n)s characters, typed twice the same.", n=MIN_PASSWORD))
     await store.set_password(user.email, hash_password(new))
     return see_other("/login")
 
@@ -107,10 +111,10 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     form = await posted(request)
     name = form_field(form, "name").strip()
     if not name or len(name) > MAX_NAME:
-        return await render(request, status=400, error=f"A token needs a name of at most {MAX_NAME} characters.")
+        return await render(request, status=400, error=_("A token needs a name of at most %(n)s characters.", n=MAX_NAME))
     value = new_api_token()
     await request.app[STORE].add_api_token(request[PANEL_USER].id, token_hash(value), name)
-    return await render(request, new_token=value, notice=f"Token “{name}” created: copy it now, it is shown once.")
+    return await render(request, new_token=value, notice=_("Token “%(name)s” created: copy it now, it is shown once.", name=name))
 
 
 @login_required
@@ -118,7 +122,7 @@ async def delete_token(request: web.Request) -> web.StreamResponse:
     await posted(request)
     if not await request.app[STORE].delete_api_token(request[PANEL_USER].id, int_id(request)):
         raise web.HTTPNotFound()
-    return see_other(PAGE + "?done=Token+revoked#tokens")
+    return see_other(PAGE + "?done=token#tokens")
 
 
 @login_required
@@ -134,7 +138,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     except ValueError as e:
         return await render(request, status=400, error=str(e))
     hook, secret = await add_webhook(request.app[STORE], request[PANEL_USER].id, spec)
-    return await render(request, new_secret=(hook.id, secret) if secret else None, notice="Webhook added.")
+    return await render(request, new_secret=(hook.id, secret) if secret else None, notice=_("Webhook added."))
 
 
 async def _own_webhook(request: web.Request) -> Any:
@@ -157,4 +161,4 @@ async def delete_webhook(request: web.Request) -> web.StreamResponse:
     await posted(request)
     hook = await _own_webhook(request)
     await request.app[STORE].delete_webhook(hook.id, hook.user_id)
-    return see_other(PAGE + "?done=Webhook+deleted#webhooks")
+    return see_other(PAGE + "?done=webhook#webhooks")

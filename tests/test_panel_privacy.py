@@ -49,7 +49,7 @@ async def test_an_admin_reads_the_report_edits_the_lists_and_erases_a_person(sta
         resp, page = await get(s, app, where)
         notice = html.unescape(re.search(r'<p class="notice" role="status">(.*?)</p>', page).group(1))
         # both captured copies name bob (carol's in its To: header)
-        assert notice == "erased bob@example.org: 1 copy, 1 recipient row, 2 captured copies; on the do-not-track list (as a digest)"
+        assert notice == "Erased bob@example.org: 1 copy, 1 recipient row, 2 captured copies. On the do-not-track list (as a digest)."
         assert (await app.store.subject(BOB)).mails == ()
         assert len((await app.store.subject("carol@example.org")).mails) == 1
 
