@@ -3,9 +3,7 @@ admin/locale/hu/LC_MESSAGES/messages.po, read at start). The language of a reque
 user's setting, else the best of the browser's Accept-Language, else English; it lives in
 a context variable, so requests in different languages never mix.
 
-Update the catalog after changing strings (README, "The panel"):
-  .venv/bin/pybabel extract -F admin/babel.cfg -o admin/locale/messages.pot admin
-  .venv/bin/pybabel update -i admin/locale/messages.pot -d admin/locale
+After changing strings, update the catalog as README ("The panel", Languages) shows.
 """
 from __future__ import annotations
 
