@@ -246,7 +246,8 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
     # spool and delivery
 
     async def spool(self, msg: NewMessage) -> int:
-        async with self._conn(transaction=True) as c:
+        # one statement is its own transaction; a new sticky choice is a second one
+        async with self._conn(transaction=msg.sticky_choice is not None) as c:
             return await _spool(c, msg)
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
@@ -383,29 +384,54 @@ async def _note_ip(c: asyncpg.Connection, user_id: int, ip: str, now: float) -> 
         " ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = excluded.last_seen", user_id, ip, now)
 
 
+# One statement, one round trip, for a mail's rows. A recipient names its copy by token (unique),
+# the copy's id being known only inside the statement.
+_SPOOL = """
+WITH m AS (
+    INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at, client_ip,
+                          track_opens, track_clicks, is_dsn, next_attempt_at, from_owned)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7, $12) RETURNING id),
+b AS (INSERT INTO bodies (message_id, data) SELECT id, $13 FROM m),
+k AS (
+    INSERT INTO copies (message_id, token, recipient, opens, clicks, text_links)
+    SELECT m.id, t.token, t.recipient, t.opens, t.clicks, t.text_links
+    FROM m, unnest($14::text[], $15::text[], $16::boolean[], $17::boolean[], $18::boolean[])
+        AS t(token, recipient, opens, clicks, text_links)
+    RETURNING id, token),
+r AS (
+    INSERT INTO recipients (message_id, address, copy_id)
+    SELECT m.id, x.address, k.id
+    FROM m CROSS JOIN unnest($19::text[], $20::text[]) WITH ORDINALITY AS x(address, token, n)
+    LEFT JOIN k ON k.token = x.token ORDER BY x.n),
+ip AS (
+    INSERT INTO sender_ips (user_id, ip, last_seen)
+    SELECT $2, $8, $7 WHERE $2::bigint IS NOT NULL AND $8::text <> '' AND NOT EXISTS (
+        SELECT 1 FROM sender_ips WHERE user_id = $2 AND ip = $8 AND last_seen >= $7::float8 - $21::float8)
+    ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = GREATEST(sender_ips.last_seen, excluded.last_seen))
+SELECT id FROM m
+"""
+# Every mail of a sender would update the same sender_ips row, and that row's lock is held
+# until COMMIT: sessions of one sender would spool one after the other, one disk sync each.
+# A row seen this recently is left alone (it serves a 30-day window: hit_tracker.py).
+SENDER_IP_FRESH = 3600.0
+
+
+def _spool_args(m: NewMessage) -> tuple:
+    """The parameters of _SPOOL: the message's columns, then its copies and recipients as arrays."""
+    tokens = [cp.token for cp in m.copies]
+    return (m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
+            m.client_ip, m.track_opens, m.track_clicks, m.is_dsn, m.from_owned, m.body,
+            tokens, [cp.recipient for cp in m.copies], [cp.opens for cp in m.copies],
+            [cp.clicks for cp in m.copies], [cp.text_links for cp in m.copies],
+            [r.address for r in m.recipients],
+            [None if r.copy_index is None else tokens[r.copy_index] for r in m.recipients],
+            SENDER_IP_FRESH)
+
+
 async def _spool(c: asyncpg.Connection, m: NewMessage) -> int:
-    message_id = await c.fetchval(
-        "INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at,"
-        " client_ip, track_opens, track_clicks, is_dsn, next_attempt_at, from_owned)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7, $12) RETURNING id",
-        m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
-        m.client_ip, m.track_opens, m.track_clicks, m.is_dsn, m.from_owned)
-    await c.execute("INSERT INTO bodies (message_id, data) VALUES ($1, $2)", message_id, m.body)
-    copy_ids = [
-        await c.fetchval(
-            "INSERT INTO copies (message_id, token, recipient, opens, clicks, text_links)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            message_id, cp.token, cp.recipient, cp.opens, cp.clicks, cp.text_links)
-        for cp in m.copies
-    ]
-    await c.executemany(
-        "INSERT INTO recipients (message_id, address, copy_id) VALUES ($1, $2, $3)",
-        [(message_id, r.address, None if r.copy_index is None else copy_ids[r.copy_index]) for r in m.recipients])
-    if m.user_id is not None:
-        if m.client_ip:
-            await _note_ip(c, m.user_id, m.client_ip, m.received_at)
-        if m.sticky_choice is not None:
-            await _put_policy(c, m.user_id, with_sticky_choice(await _policy(c, m.user_id), m.sticky_choice))
+    message_id = await c.fetchval(_SPOOL, *_spool_args(m))
+    if m.user_id is not None and m.sticky_choice is not None:
+        await _put_policy(c, m.user_id, with_sticky_choice(await _policy(c, m.user_id), m.sticky_choice))
     return message_id
 
 

@@ -55,3 +55,21 @@ async def test_a_connection_cut_mid_query_is_the_store_s_own_error_and_the_pool_
     finally:
         await admin.close()
         await store.close()
+
+
+async def test_mail_of_one_sender_does_not_wait_for_another_mail_s_commit(pg_url):
+    """Each spool noted the sender's IP with an upsert, which locks that one row until COMMIT:
+    twenty sessions of one sender spooled one after the other, one disk sync each."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    other = await asyncpg.connect(pg_url)
+    try:
+        user = await store.add_user("alice@example.com", "h")
+        await store.spool(message("Q1", user.id))
+        async with other.transaction():  # another session's mail, not yet committed
+            await other.execute("SELECT * FROM sender_ips FOR UPDATE")
+            await asyncio.wait_for(store.spool(message("Q2", user.id)), 5)
+        assert await store.recent_sender_ips(user.id, 0) == {"192.0.2.7"}
+    finally:
+        await other.close()
+        await store.close()
