@@ -78,7 +78,8 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=self._sizes[0], max_size=self._sizes[1],
-                                                   timeout=CONNECT_TIMEOUT)
+                                                   timeout=CONNECT_TIMEOUT, init=_start_session,
+                                                   reset=_keep_session)
             async with self._pool.acquire() as c:
                 await _migrate(c)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
@@ -109,15 +110,17 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
         backlog after an outage) only gets a plain VACUUM until it has shrunk."""
         self._last_vacuum = time.monotonic()
         try:
-            async with self._conn() as c:
-                if await c.fetchval("SELECT pg_total_relation_size('bodies')") > self.full_rewrite_max:
-                    await c.execute("VACUUM bodies")
-                    return
-                await c.execute(f"SET lock_timeout = '{ERASE_LOCK_WAIT}'")
+            # a connection of its own: pooled ones are handed on without a reset (_keep_session)
+            async with self._errors():
+                c = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
+                                          server_settings={"lock_timeout": ERASE_LOCK_WAIT})
                 try:
+                    if await c.fetchval("SELECT pg_total_relation_size('bodies')") > self.full_rewrite_max:
+                        await c.execute("VACUUM bodies")
+                        return
                     await c.execute("VACUUM FULL bodies")
                 finally:
-                    await c.execute("RESET lock_timeout")
+                    await c.close(timeout=CONNECT_TIMEOUT)
         except StoreUnavailable as e:
             log.warning("erased bodies not yet rewritten away, trying again later: %s", e)
             return
@@ -133,13 +136,19 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
         """A pooled connection (in a transaction if asked); driver errors become the store's."""
         if self._pool is None:
             raise StoreUnavailable(f"store {self.location} is not open")
-        try:
+        async with self._errors():
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as c:
                 if transaction:
                     async with c.transaction():
                         yield c
                 else:
                     yield c
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        """Driver errors become the store's."""
+        try:
+            yield
         except asyncpg.IntegrityConstraintViolationError as e:
             raise StoreConflict(f"conflicts with the store: {e.detail or e}") from None
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
@@ -329,6 +338,20 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
         return [r[0] for r in await self._fetch(
             "SELECT r.address FROM copies k JOIN recipients r ON r.message_id = k.message_id"
             " WHERE k.id = $1 AND r.copy_id = k.id ORDER BY r.id", copy_id)]
+
+
+async def _start_session(c: asyncpg.Connection) -> None:
+    """A new pooled connection: bodies compressed with lz4 where the server has it (PostgreSQL
+    14+), about three times less CPU per mail than the default pglz, at a similar size."""
+    await c.execute("SELECT set_config('default_toast_compression', 'lz4', false) FROM pg_settings"
+                    " WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)")
+
+
+async def _keep_session(c: asyncpg.Connection) -> None:
+    """Instead of asyncpg's reset on every release (RESET ALL, UNLISTEN *, ... : a round trip per
+    store call): nothing here changes a pooled session's settings, listens or keeps an advisory
+    lock past its call (_migrate unlocks; checkpoint() has a connection of its own). An open
+    transaction is still rolled back by the pool."""
 
 
 async def _migrate(c: asyncpg.Connection) -> None:
