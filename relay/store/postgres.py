@@ -238,11 +238,11 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
     async def sending_context(self, user_id: int, addresses: Sequence[str]) -> tuple[UserPolicy | None, PrivacyRules]:
         """What intake needs for one mail: the user's policy and the privacy rules."""
         keys, lowered = privacy_lookups(addresses)
-        async with self._conn() as c:
-            policy = await _policy(c, user_id)
-            dnt = {r[0] for r in await c.fetch("SELECT entry FROM do_not_track WHERE entry = ANY($1::text[])", keys)}
-            ok = {r[0] for r in await c.fetch("SELECT address FROM consent WHERE address = ANY($1::text[])", lowered)}
-        return policy, PrivacyRules(do_not_track=frozenset(dnt), consented=frozenset(ok))
+        row = await self._fetchrow(  # one round trip per mail
+            "SELECT p.*, ARRAY(SELECT entry FROM do_not_track WHERE entry = ANY($2::text[])) AS dnt,"
+            " ARRAY(SELECT address FROM consent WHERE address = ANY($3::text[])) AS consented"
+            " FROM (SELECT $1::bigint AS id) u LEFT JOIN policies p ON p.user_id = u.id", user_id, keys, lowered)
+        return _policy_of(row), PrivacyRules(do_not_track=frozenset(row["dnt"]), consented=frozenset(row["consented"]))
 
     async def recent_sender_ips(self, user_id: int, since: float) -> frozenset[str]:
         return frozenset(r[0] for r in await self._fetch(
@@ -383,8 +383,12 @@ def _user(row: asyncpg.Record | None) -> User | None:
 
 
 async def _policy(c: asyncpg.Connection, user_id: int) -> UserPolicy | None:
-    row = await c.fetchrow("SELECT * FROM policies WHERE user_id = $1", user_id)
-    if row is None:
+    return _policy_of(await c.fetchrow("SELECT * FROM policies WHERE user_id = $1", user_id))
+
+
+def _policy_of(row: asyncpg.Record | None) -> UserPolicy | None:
+    """A policies row (or its columns left-joined to nothing: None) as a UserPolicy."""
+    if row is None or row["user_id"] is None:
         return None
     sticky = Choice(**json.loads(row["sticky_choice"])) if row["sticky_choice"] else None
     return UserPolicy(mode=row["mode"], opens=row["opens"], clicks=row["clicks"], notify=row["notify"],
