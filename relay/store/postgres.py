@@ -24,19 +24,17 @@ from relay.records import (
     ApiToken,
     CapturedCopy,
     ClaimedMessage,
-    CopyRef,
     CopyTarget,
     NewMessage,
-    PendingRecipient,
     RecipientResult,
     User,
     UserChanges,
 )
-from relay.status import done_at, next_attempt_at, pending_count, roll_up
 from relay.store.queries import user_changes_sql
 from relay.store.pg_rows import affected
 from relay.store.pg_schema import MIGRATIONS
 from relay.store.postgres_privacy import PgPrivacyMixin
+from relay.store.postgres_queue import claim_messages, finish_message, insert_message
 from relay.store.postgres_reports import PgReportsMixin
 from relay.store.postgres_transfer import PgTransferMixin
 from relay.store.postgres_webhooks import PgWebhooksMixin
@@ -260,22 +258,22 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
             return await _spool(c, msg)
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
-        async with self._conn(transaction=True) as c:
-            return await _claim(c, worker, now, limit, lease)
+        async with self._conn() as c:
+            return await claim_messages(c, worker, now, limit, lease)
 
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
-        async with self._conn(transaction=True) as c:
-            await c.executemany(
-                "INSERT INTO links (message_id, position, url) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                [(message_id, pos, url) for pos, url in links])
-            await c.execute("UPDATE messages SET links_saved = TRUE WHERE id = $1", message_id)
+        await self._execute(
+            "WITH l AS (INSERT INTO links (message_id, position, url)"
+            " SELECT $1, * FROM unnest($2::int[], $3::text[]) ON CONFLICT DO NOTHING)"
+            " UPDATE messages SET links_saved = TRUE WHERE id = $1",
+            message_id, [pos for pos, _ in links], [url for _, url in links])
 
     async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
         async with self._conn(transaction=True) as c:
             if dsn is not None:  # in the same transaction: a bounce is never lost nor sent twice
                 await _spool(c, dsn)
-            status, erased = await _finish(c, message_id, results, now, rewrite_note)
+            status, erased = await finish_message(c, message_id, results, now, rewrite_note)
         if erased:
             self._erased_since_vacuum = True
             if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
@@ -411,105 +409,8 @@ async def _note_ip(c: asyncpg.Connection, user_id: int, ip: str, now: float) -> 
         " ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = excluded.last_seen", user_id, ip, now)
 
 
-# One statement, one round trip, for a mail's rows. A recipient names its copy by token (unique),
-# the copy's id being known only inside the statement.
-_SPOOL = """
-WITH m AS (
-    INSERT INTO messages (queue_id, user_id, mail_from, message_id, subject, size, received_at, client_ip,
-                          track_opens, track_clicks, is_dsn, next_attempt_at, from_owned)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7, $12) RETURNING id),
-b AS (INSERT INTO bodies (message_id, data) SELECT id, $13 FROM m),
-k AS (
-    INSERT INTO copies (message_id, token, recipient, opens, clicks, text_links)
-    SELECT m.id, t.token, t.recipient, t.opens, t.clicks, t.text_links
-    FROM m, unnest($14::text[], $15::text[], $16::boolean[], $17::boolean[], $18::boolean[])
-        AS t(token, recipient, opens, clicks, text_links)
-    RETURNING id, token),
-r AS (
-    INSERT INTO recipients (message_id, address, copy_id)
-    SELECT m.id, x.address, k.id
-    FROM m CROSS JOIN unnest($19::text[], $20::text[]) WITH ORDINALITY AS x(address, token, n)
-    LEFT JOIN k ON k.token = x.token ORDER BY x.n),
-ip AS (
-    INSERT INTO sender_ips (user_id, ip, last_seen)
-    SELECT $2, $8, $7 WHERE $2::bigint IS NOT NULL AND $8::text <> '' AND NOT EXISTS (
-        SELECT 1 FROM sender_ips WHERE user_id = $2 AND ip = $8 AND last_seen >= $7::float8 - $21::float8)
-    ON CONFLICT (user_id, ip) DO UPDATE SET last_seen = GREATEST(sender_ips.last_seen, excluded.last_seen))
-SELECT id FROM m
-"""
-# Every mail of a sender would update the same sender_ips row, and that row's lock is held
-# until COMMIT: sessions of one sender would spool one after the other, one disk sync each.
-# A row seen this recently is left alone (it serves a 30-day window: hit_tracker.py).
-SENDER_IP_FRESH = 3600.0
-
-
-def _spool_args(m: NewMessage) -> tuple:
-    """The parameters of _SPOOL: the message's columns, then its copies and recipients as arrays."""
-    tokens = [cp.token for cp in m.copies]
-    return (m.queue_id, m.user_id, m.mail_from, m.message_id, m.subject, len(m.body), m.received_at,
-            m.client_ip, m.track_opens, m.track_clicks, m.is_dsn, m.from_owned, m.body,
-            tokens, [cp.recipient for cp in m.copies], [cp.opens for cp in m.copies],
-            [cp.clicks for cp in m.copies], [cp.text_links for cp in m.copies],
-            [r.address for r in m.recipients],
-            [None if r.copy_index is None else tokens[r.copy_index] for r in m.recipients],
-            SENDER_IP_FRESH)
-
-
 async def _spool(c: asyncpg.Connection, m: NewMessage) -> int:
-    message_id = await c.fetchval(_SPOOL, *_spool_args(m))
+    message_id = await insert_message(c, m)
     if m.user_id is not None and m.sticky_choice is not None:
         await _put_policy(c, m.user_id, with_sticky_choice(await _policy(c, m.user_id), m.sticky_choice))
     return message_id
-
-
-async def _claim(c: asyncpg.Connection, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
-    # SKIP LOCKED: workers claiming at the same moment take different mail instead of waiting
-    rows = await c.fetch(
-        "WITH due AS (SELECT id FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $1"
-        " AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at LIMIT $2"
-        " FOR UPDATE SKIP LOCKED)"
-        " UPDATE messages m SET locked_by = $3, locked_until = $4 FROM due WHERE m.id = due.id RETURNING m.*",
-        now, limit, worker, now + lease)
-    ids = [r["id"] for r in rows]
-    bodies = {r[0]: r[1] for r in await c.fetch(
-        "SELECT message_id, data FROM bodies WHERE message_id = ANY($1::bigint[])", ids)}
-    pending: dict[int, list[PendingRecipient]] = {i: [] for i in ids}
-    for r in await c.fetch(
-            "SELECT r.*, k.token, k.recipient AS crecipient, k.opens, k.clicks, k.text_links"
-            " FROM recipients r LEFT JOIN copies k ON k.id = r.copy_id"
-            " WHERE r.message_id = ANY($1::bigint[]) AND r.status IN ('queued', 'deferred') ORDER BY r.id", ids):
-        copy = None if r["copy_id"] is None else CopyRef(
-            r["copy_id"], r["token"], r["crecipient"], r["opens"], r["clicks"], r["text_links"])
-        pending[r["message_id"]].append(PendingRecipient(r["id"], r["address"], r["attempts"], copy))
-    claimed = []
-    for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
-        body = bodies.get(row["id"])
-        if body is None:  # cannot happen while recipients are pending; never deliver nothing
-            log.error("message %s has pending recipients but no body", row["queue_id"])
-            continue
-        claimed.append(ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"],
-                                      row["received_at"], bytes(body), tuple(pending[row["id"]]),
-                                      row["links_saved"], row["from_owned"]))
-    return claimed
-
-
-async def _finish(c: asyncpg.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
-                  rewrite_note: str | None) -> tuple[str, bool]:
-    await c.executemany(
-        "UPDATE recipients SET status = $1, attempts = attempts + 1, detail = $2, done_at = $3 WHERE id = $4",
-        [(r.status, r.detail, done_at(r.status, now), r.recipient_id) for r in results])
-    sent = [r.recipient_id for r in results if r.status == "sent"]
-    await c.execute(
-        "UPDATE copies SET delivered_at = COALESCE(delivered_at, $1)"
-        " WHERE id IN (SELECT copy_id FROM recipients WHERE id = ANY($2::bigint[]))", now, sent)
-    counts = {r[0]: r[1] for r in await c.fetch(
-        "SELECT status, COUNT(*) FROM recipients WHERE message_id = $1 GROUP BY status", message_id)}
-    await c.execute(
-        "UPDATE messages SET status = $1, next_attempt_at = $2, locked_by = NULL, locked_until = NULL,"
-        " sent_at = CASE WHEN $3 THEN COALESCE(sent_at, $4) ELSE sent_at END,"
-        " rewrite_note = COALESCE($5, rewrite_note) WHERE id = $6",
-        roll_up(counts), next_attempt_at(results, now), bool(counts.get("sent")), now, rewrite_note, message_id)
-    erased = False
-    if not pending_count(counts):
-        erased = affected(await c.execute("DELETE FROM bodies WHERE message_id = $1", message_id)) > 0
-    return roll_up(counts), erased
