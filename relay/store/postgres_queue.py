@@ -92,16 +92,18 @@ def _claimed(row: asyncpg.Record) -> ClaimedMessage | None:
 
 # A result's recipient, and its copy if it was sent; then the message's recipients per status,
 # counted after the update (a statement does not see its own changes: upd has the new ones).
+# "r.message_id = $1" also lets PostgreSQL keep one plan for it: without it, its cost guess for
+# a parameter array (ten rows) made it plan the statement anew on every call.
 _FINISH_RECIPIENTS = """
 WITH res AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::float8[]) AS t(id, status, detail, done_at)),
 upd AS (
     UPDATE recipients r SET status = res.status, attempts = r.attempts + 1, detail = res.detail, done_at = res.done_at
-    FROM res WHERE r.id = res.id RETURNING r.message_id, r.status, r.copy_id),
+    FROM res WHERE r.message_id = $1 AND r.id = res.id RETURNING r.status, r.copy_id),
 sent AS (
     UPDATE copies SET delivered_at = COALESCE(delivered_at, $6)
     WHERE id IN (SELECT copy_id FROM upd WHERE status = 'sent'))
 SELECT status, count(*) FROM (
-    SELECT status FROM upd WHERE message_id = $1
+    SELECT status FROM upd
     UNION ALL SELECT status FROM recipients WHERE message_id = $1 AND id <> ALL($2::bigint[])) s
 GROUP BY status
 """
