@@ -59,15 +59,17 @@ class PgWebhooksMixin:
             await insert_deliveries(c, deliveries)
 
     async def claim_deliveries(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedDelivery]:
-        async with self._conn(transaction=True) as c:  # type: ignore[attr-defined]
+        async with self._conn() as c:  # type: ignore[attr-defined]
+            # one statement, no transaction around it: the worker looks several times a second
             rows = await c.fetch(
-                "SELECT d.id AS d_id, d.payload, d.attempts, d.created_at AS d_created_at, w.*"
-                " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                "WITH due AS (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
                 " WHERE d.status = 'queued' AND d.due_at <= $1 AND w.enabled"
                 " AND (d.locked_until IS NULL OR d.locked_until < $1) ORDER BY d.due_at LIMIT $2"
-                " FOR UPDATE OF d SKIP LOCKED", now, limit)
-            await c.execute("UPDATE webhook_deliveries SET locked_by = $1, locked_until = $2 WHERE id = ANY($3::text[])",
-                            worker, now + lease, [r["d_id"] for r in rows])
+                " FOR UPDATE OF d SKIP LOCKED),"
+                " d AS (UPDATE webhook_deliveries d SET locked_by = $3, locked_until = $4 FROM due"
+                " WHERE d.id = due.id RETURNING d.*)"
+                " SELECT d.id AS d_id, d.payload, d.attempts, d.created_at AS d_created_at, w.*"
+                " FROM d JOIN webhooks w ON w.id = d.webhook_id ORDER BY d.due_at", now, limit, worker, now + lease)
         return [ClaimedDelivery(r["d_id"], webhook_from_row(r), r["payload"], r["attempts"], r["d_created_at"])
                 for r in rows]
 
