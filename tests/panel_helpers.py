@@ -100,3 +100,12 @@ def cookie_attrs(resp: aiohttp.ClientResponse, name: str) -> dict[str, str]:
                 attrs[k.lower()] = v
             return attrs
     raise AssertionError(f"no Set-Cookie for {name}: {resp.headers.getall('Set-Cookie', [])}")
+
+
+async def browser_login(page: Any, app: Any, email: str = ALICE) -> None:
+    """Log in through the form in a Playwright page, as a person would; waits for the list."""
+    await page.goto(url(app, "/login"))
+    await page.fill('input[name="email"]', email)
+    await page.fill('input[name="password"]', PASSWORD)
+    await page.click('button[type="submit"]')
+    await page.wait_for_url(url(app, "/"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import PASSWORD, _missing, add_user, require_tool
+from conftest import _missing, add_user, require_tool
 from hits_helpers import READER_IP, THUNDERBIRD, hit, wait_until
-from panel_helpers import ALICE, BOB, send_mail, start_panel, tracked_urls, url
+from panel_helpers import ALICE, BOB, browser_login, send_mail, start_panel, tracked_urls, url
 from test_panel import CHROMIUM_ARGS
 
 AXE = Path(__file__).parent.parent / ".cache/npm/node_modules/axe-core/axe.min.js"
@@ -57,11 +57,7 @@ async def test_no_serious_accessibility_violation_on_any_page(start_app, tmp_pat
             await page.goto(url(app, "/login"))
             found["/login"] = await violations(page) + await overflow(page, width)
             for who, paths in pages.items():
-                await page.goto(url(app, "/login"))
-                await page.fill('input[name="email"]', who)
-                await page.fill('input[name="password"]', PASSWORD)
-                await page.click('button[type="submit"]')
-                await page.wait_for_url(url(app, "/"))
+                await browser_login(page, app, who)
                 for path in paths:
                     await page.goto(url(app, path))
                     found[path] = await violations(page) + await overflow(page, width)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from conftest import PASSWORD, require_tool
+from conftest import require_tool
 from hits_helpers import READER_IP, THUNDERBIRD, hit
-from panel_helpers import ALICE, send_mail, start_panel, tracked_urls, url
+from panel_helpers import browser_login, send_mail, start_panel, tracked_urls, url
 from test_panel import CHROMIUM_ARGS, HOSTILE_SUBJECT
 
 
@@ -22,11 +22,7 @@ async def test_the_bell_counts_a_human_open_live_and_the_page_marks_all_read(sta
         try:
             page = await browser.new_page(viewport={"width": 390, "height": 800})
             page.on("dialog", lambda d: dialogs.append(d.message))
-            await page.goto(url(app, "/login"))
-            await page.fill('input[name="email"]', ALICE)
-            await page.fill('input[name="password"]', PASSWORD)
-            await page.click('button[type="submit"]')
-            await page.wait_for_url(url(app, "/"))
+            await browser_login(page, app)
             count = page.locator("#bell-count")
             assert await count.inner_text() == "0"
             async with aiohttp.ClientSession() as hits:  # a person opens the mail

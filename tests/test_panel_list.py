@@ -8,11 +8,11 @@ import re
 import aiohttp
 
 from admin.panel import PAGE_SIZE
+from conftest import require_tool
 from hits_helpers import READER_IP, THUNDERBIRD, hit, wait_until
-from conftest import PASSWORD, require_tool
-from panel_helpers import ALICE, BOB, client, get, login, send_mail, start_panel, tracked_urls, url
-from test_panel import CHROMIUM_ARGS
+from panel_helpers import BOB, browser_login, client, get, login, send_mail, start_panel, tracked_urls, url
 from relay.records import NewMessage, NewRecipient
+from test_panel import CHROMIUM_ARGS
 
 ICON = re.compile(r'<span class="icon( on)?" title="([^"]*)"')
 
@@ -104,11 +104,7 @@ async def test_the_message_page_draws_a_timeline_filters_events_and_shows_an_ine
             page = await browser.new_page()
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
-            await page.goto(url(app, "/login"))
-            await page.fill('input[name="email"]', ALICE)
-            await page.fill('input[name="password"]', PASSWORD)
-            await page.click('button[type="submit"]')
-            await page.wait_for_url(url(app, "/"))
+            await browser_login(page, app)
             await page.goto(url(app, f"/messages/{mid}"))
             inner = page.frame_locator("iframe.copy").first
             await inner.locator("a").first.wait_for()
