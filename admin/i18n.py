@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
 from babel.dates import format_datetime, format_timedelta
+from babel.numbers import format_decimal
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -49,6 +50,15 @@ def use(language: str, zone_name: str = "") -> None:
 
 def current() -> str:
     return _current.get()
+
+
+def template_gettext(message: str) -> str:
+    """For Jinja2's newstyle gettext, which fills in the values itself (escaping them)."""
+    return _CATALOGS[_current.get()].gettext(message)
+
+
+def template_ngettext(singular: str, plural: str, n: int) -> str:
+    return _CATALOGS[_current.get()].ngettext(singular, plural, n)
 
 
 def gettext(message: str, **values: object) -> str:
@@ -107,3 +117,8 @@ def local_time(ts: float) -> str:
 def ago(ts: float, now: float) -> str:
     """'3 minutes ago' / '3 perccel ezelőtt'."""
     return format_timedelta(ts - now, add_direction=True, locale=Locale.parse(current()))
+
+
+def number(n: int) -> str:
+    """A count for people: 12,345 / 12 345."""
+    return format_decimal(n, locale=Locale.parse(current()))

@@ -23,7 +23,9 @@ from aiohttp import web
 
 from admin.api import report_or_404, rfc3339
 from admin.capture_view import html_part, neutralised
-from admin.i18n import N_, _, ago, choose, current, gettext, local_time, ngettext, use
+from admin.i18n import (
+    N_, _, ago, choose, current, local_time, ngettext, number, template_gettext, template_ngettext, use,
+)
 from admin.keys import SETTINGS, STORE, mail_scope
 from admin.sessions import (
     CSRF_FIELD,
@@ -88,8 +90,9 @@ def setup(app: web.Application, *, clock: Callable[[], float] = time.time) -> No
     """Register the panel on the admin app: templates, static files, middlewares, routes."""
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"],
-                               filters={"when": when, "rfc3339": rfc3339, "ago": lambda ts: ago(ts, clock())})
-    env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+                               filters={"when": when, "rfc3339": rfc3339, "ago": lambda ts: ago(ts, clock()),
+                                        "n": number})
+    env.install_gettext_callables(template_gettext, template_ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals.update(status_name=status_name, class_name=class_name)
     app[PANEL] = PanelState(clock=clock, throttle=LoginThrottle(app[SETTINGS].login_attempts_per_minute))
     app.middlewares.append(panel_pages)

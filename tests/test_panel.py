@@ -292,7 +292,8 @@ async def test_users_see_only_their_own_mail(start_app, tmp_path):
         await login(s, app, "mallory@example.com")
         _, page = await get(s, app, "/")
         assert "secret plan" not in page and "No mail yet" in page
-        for path in (f"/messages/{message_id}", f"/messages/{message_id}/captured/{captured[0].id}.txt"):
+        for path in (f"/messages/{message_id}", f"/messages/{message_id}/captured/{captured[0].id}.txt",
+                     f"/messages/{message_id}/captured/{captured[0].id}.html"):
             resp, page = await get(s, app, path)
             assert resp.status == 404 and "secret plan" not in page, path
 
