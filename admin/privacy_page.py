@@ -15,7 +15,7 @@ from admin.keys import SETTINGS, STORE
 from admin.panel import admin_only, form_field, login_required, page_context, posted, see_other
 from admin.sessions import PANEL_USER
 from relay.policy import PRIVACY_LISTS, privacy_entry
-from relay.privacy import describe_entry, privacy_report, retention_cutoff, subject_json
+from relay.privacy import describe_entry, privacy_report_lines, report_text, retention_cutoff, subject_json
 from relay.records import ErasureCounts
 
 PAGE = "/admin/privacy"
@@ -34,8 +34,9 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
     store, p = request.app[STORE], request.app[SETTINGS].privacy
     lists = {kind: await store.privacy_records(kind) for kind in PRIVACY_LISTS}
     cutoff = retention_cutoff(time.time(), p.retention_days)
-    report = privacy_report(p, dnt=lists["dnt"], consented=len(lists["consent"]),
-                            due=None if cutoff is None else await store.purge_preview(cutoff))
+    report = report_text(privacy_report_lines(p, dnt=lists["dnt"], consented=len(lists["consent"]),
+                                              due=None if cutoff is None else await store.purge_preview(cutoff)),
+                         say=_)
     address = request.query.get("address", "").strip()
     subject, error = None, request.query.get("error", "")
     if address:

@@ -138,31 +138,63 @@ def _date(value: str) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def privacy_report(p: PrivacyConfig, *, dnt: Sequence[PrivacyRecord], consented: int,
-                   due: PurgeCounts | None) -> str:
-    """`trackrelay privacy report` and the admins' privacy page: what this deployment stores,
-    for how long, with which settings - the basis of a record of processing. due: what is
-    past retention now."""
+def N_(message: str) -> str:
+    """Marks a report line for the panel's catalog (admin/locale); the CLI prints it as is."""
+    return message
+
+
+ReportLine = tuple[str, dict]  # (an English line with %(name)s places, its values)
+
+
+class Word(str):
+    """A report value that is itself a line of the catalog (translated with the line)."""
+
+
+def privacy_report_lines(p: PrivacyConfig, *, dnt: Sequence[PrivacyRecord], consented: int,
+                         due: PurgeCounts | None) -> list[ReportLine]:
+    """What this deployment stores, for how long, with which settings - the basis of a
+    record of processing. due: what is past retention now. Values that are themselves
+    words are lines of the catalog too (the panel translates them, the CLI does not)."""
     erased = sum(1 for r in dnt if r.entry.startswith(ERASED_PREFIX))
     domains = sum(1 for r in dnt if r.entry.startswith("@"))
-    keep = f"{p.retention_days} days, purged daily at {p.purge_time}" if p.retention_days else "forever (retention off)"
-    consent = "required (only recipients with a consent record are tracked)" if p.consent == "required" else "not required"
-    lines = [
-        "What is stored about recipients",
-        "  per tracked mail: sender, subject, Message-ID, recipient addresses, delivery status;",
-        "  the message body only until every recipient is delivered (then erased for real);",
-        "  per open or click: time, class (human, proxy, prefetch, scanner, self), user agent, IP address",
-        f"    IP addresses: {'truncated (IPv4 /24, IPv6 /48)' if p.anonymize_ip else 'kept whole'}",
-        f"Kept: {keep}",
-        "  (events, and mail with no activity since; links in purged mail keep redirecting, recording nothing)",
-        f"Consent: {consent}; {consented} consent records",
-        f"Do-not-track: {len(dnt) - erased - domains} addresses, {domains} domains, {erased} erased addresses",
-        f"Tracked copies say so: {'a disclosure' if p.disclosure_text or p.disclosure_html else 'no disclosure'}, "
-        f"{'an opt-out link' if p.optout_link else 'no opt-out link'}; "
-        f"{sum(1 for r in dnt if r.source == 'link')} addresses opted out with the link",
+    lines: list[ReportLine] = [
+        (N_("What is stored about recipients"), {}),
+        (N_("  per tracked mail: sender, subject, Message-ID, recipient addresses, delivery status;"), {}),
+        (N_("  the message body only until every recipient is delivered (then erased for real);"), {}),
+        (N_("  per open or click: time, class (human, proxy, prefetch, scanner, self), user agent, IP address"), {}),
+        (N_("    IP addresses: truncated (IPv4 /24, IPv6 /48)") if p.anonymize_ip else N_("    IP addresses: kept whole"),
+         {}),
+        (N_("Kept: %(days)s days, purged daily at %(time)s"), {"days": p.retention_days, "time": p.purge_time})
+        if p.retention_days else (N_("Kept: forever (retention off)"), {}),
+        (N_("  (events, and mail with no activity since; links in purged mail keep redirecting, recording nothing)"),
+         {}),
+        (N_("Consent: required (only recipients with a consent record are tracked); %(records)s consent records")
+         if p.consent == "required" else N_("Consent: not required; %(records)s consent records"),
+         {"records": consented}),
+        (N_("Do-not-track: %(addresses)s addresses, %(domains)s domains, %(erased)s erased addresses"),
+         {"addresses": len(dnt) - erased - domains, "domains": domains, "erased": erased}),
+        (N_("Tracked copies say so: %(disclosure)s, %(optout)s; %(optouts)s addresses opted out with the link"),
+         {"disclosure": Word(N_("a disclosure") if p.disclosure_text or p.disclosure_html else N_("no disclosure")),
+          "optout": Word(N_("an opt-out link") if p.optout_link else N_("no opt-out link")),
+          "optouts": sum(1 for r in dnt if r.source == "link")}),
     ]
     if due is not None:
-        lines.append(f"Past retention now (the next purge removes): {counts_text(due)}")
-    lines.append("Access and erasure: trackrelay export ADDRESS, trackrelay erase ADDRESS"
-                 " (or GET/DELETE /api/v1/privacy/subjects/ADDRESS)")
-    return "\n".join(lines)
+        lines.append((N_("Past retention now (the next purge removes): %(events)s events, %(messages)s messages,"
+                         " %(other)s other rows"),
+                      {"events": due.events, "messages": due.messages,
+                       "other": due.notifications + due.captured + due.deliveries}))
+    lines.append((N_("Access and erasure: trackrelay export ADDRESS, trackrelay erase ADDRESS"
+                     " (or GET/DELETE /api/v1/privacy/subjects/ADDRESS)"), {}))
+    return lines
+
+
+def report_text(lines: Sequence[ReportLine], say=lambda text: text) -> str:
+    """The report in one language: say() translates a line (and the word values)."""
+    return "\n".join(say(line) % {k: say(v) if isinstance(v, Word) else v for k, v in values.items()}
+                     for line, values in lines)
+
+
+def privacy_report(p: PrivacyConfig, *, dnt: Sequence[PrivacyRecord], consented: int,
+                   due: PurgeCounts | None) -> str:
+    """`trackrelay privacy report`: the report in English."""
+    return report_text(privacy_report_lines(p, dnt=dnt, consented=consented, due=due))
