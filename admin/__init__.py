@@ -5,6 +5,9 @@ make_admin_app builds the aiohttp application; each part registers its own route
 """
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from aiohttp import web
 
 from admin import (
@@ -16,7 +19,9 @@ from relay.metrics import Metrics
 from relay.store import Store
 
 
-def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = AdminSettings()) -> web.Application:
+def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = AdminSettings(), *,
+                   clock: Callable[[], float] = time.time) -> web.Application:
+    """clock: the relay's, so the panel's sessions and relative times ("3 minutes ago") agree with it."""
     app = web.Application(middlewares=[api.json_errors])
     app[STORE] = store
     app[METRICS] = metrics
@@ -31,7 +36,7 @@ def make_admin_app(store: Store, metrics: Metrics, settings: AdminSettings = Adm
     notifications_api.add_routes(api_app)
     openapi.add_routes(api_app)
     app.add_subapp("/api/v1/", api_app)
-    panel.setup(app)
+    panel.setup(app, clock=clock)
     privacy_page.add_routes(app)
     settings_page.add_routes(app)
     admin_pages.add_routes(app)

@@ -16,12 +16,13 @@ ALICE = "alice@example.com"
 BOB = "bob@example.org"
 
 
-async def start_panel(start_app: Callable, tmp_path: Path, **overrides: str) -> Any:
+async def start_panel(start_app: Callable, tmp_path: Path, *, clock: Callable[[], float] | None = None,
+                      **overrides: str) -> Any:
     """The relay on the capture upstream (the panel shows delivered copies), trusting
     X-Forwarded-For from loopback on the hits listener so tests pick the reader's IP."""
     overrides.setdefault("http_trusted_proxies", "127.0.0.1/32")
     tmp_path.mkdir(parents=True, exist_ok=True)
-    app = await start_app(make_config(tmp_path, "capture:", **overrides))
+    app = await start_app(make_config(tmp_path, "capture:", **overrides), **({"clock": clock} if clock else {}))
     await add_user(app, ALICE)
     return app
 

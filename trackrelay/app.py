@@ -214,7 +214,7 @@ class App:
                                  allow_private_targets=self.cfg.notify.allow_private_targets,
                                  webhook_timeout=self.cfg.notify.timeout, panel_url=self.cfg.admin.public_url,
                                  privacy=self.cfg.privacy)
-        runner = await start_runner(make_admin_app(self.store, self.metrics, settings))
+        runner = await start_runner(make_admin_app(self.store, self.metrics, settings, clock=self.clock))
         self._cleanups.append(runner.cleanup)
         self.servers["admin"] = await _listen("admin.listen", self.cfg.admin.listen,
                                               lambda h, p: listen(runner.server, h, p))
