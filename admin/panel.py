@@ -55,7 +55,7 @@ from relay.auth import verify_password_async
 from relay.classify import CLASSES
 from relay.errors import StoreUnavailable
 from relay.headers import header_block
-from relay.records import CapturedCopy, HitCounts, MessageReport
+from relay.records import CapturedCopy, HitCounts, MessageReport, Notification
 from relay.store.queries import cursor_text, parse_cursor
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @aiohttp_jinja2.template("notifications.html")
 async def notifications_page(request: web.Request) -> dict[str, Any]:
     items = await request.app[STORE].notifications(request[PANEL_USER].id, 100)
-    return page_context(request, title=_("Notifications"), notifications=items)
+    return page_context(request, title=_("Notifications"), notifications=items, say=notification_text)
+
+
+def notification_text(n: Notification) -> str:
+    """What happened, in the page's language (the stored text, the API's, is English)."""
+    who, subject = n.recipient or _("a recipient"), n.subject or _("(no subject)")
+    if n.type == "open":
+        return _("%(who)s opened “%(subject)s”", who=who, subject=subject)
+    return _("%(who)s clicked %(url)s in “%(subject)s”", who=who, url=n.url or "", subject=subject)
 
 
 @login_required

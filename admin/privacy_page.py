@@ -14,8 +14,8 @@ from admin.i18n import _, ngettext
 from admin.keys import SETTINGS, STORE
 from admin.panel import admin_only, form_field, login_required, page_context, posted, see_other
 from admin.sessions import PANEL_USER
-from relay.policy import PRIVACY_LISTS, privacy_entry
-from relay.privacy import describe_entry, privacy_report_lines, report_text, retention_cutoff, subject_json
+from relay.policy import ERASED_PREFIX, PRIVACY_LISTS, privacy_entry
+from relay.privacy import privacy_report_lines, report_text, retention_cutoff, subject_json
 from relay.records import ErasureCounts
 
 PAGE = "/admin/privacy"
@@ -38,16 +38,21 @@ async def privacy_page(request: web.Request) -> web.StreamResponse:
                                               due=None if cutoff is None else await store.purge_preview(cutoff)),
                          say=_)
     address = request.query.get("address", "").strip()
-    subject, error = None, request.query.get("error", "")
+    subject, reason = None, request.query.get("error", "")
     if address:
         try:
-            subject = subject_json(await store.subject(privacy_entry("consent", address)), time.time())
+            subject = await store.subject(privacy_entry("consent", address))
         except ValueError as e:
-            error = str(e)
+            reason = str(e)
     return aiohttp_jinja2.render_template("privacy.html", request, page_context(
-        request, title=_("Privacy"), report=report, lists=lists, describe=describe_entry, subject=subject,
-        subject_events=sum(len(m["events"]) for m in subject["mails"]) if subject else 0,
-        address=address, error=error, done=request.query.get("done", "")))
+        request, title=_("Privacy"), report=report, lists=lists, describe=describe, subject=subject,
+        subject_events=sum(len(m.events) for m in subject.mails) if subject else 0, address=address,
+        error=_("Not accepted: %(reason)s", reason=reason) if reason else "", done=request.query.get("done", "")))
+
+
+def describe(entry: str) -> str:
+    """A list's entry as shown: an erased address is only its digest."""
+    return _("%(digest)s (an erased address)", digest=entry) if entry.startswith(ERASED_PREFIX) else entry
 
 
 @login_required

@@ -72,8 +72,8 @@ async def save_policy(request: web.Request) -> web.StreamResponse:
                **{k: "true" if form_field(form, k) == "1" else "false" for k in ("opens", "clicks", "notify", "sticky")}}
     try:
         policy = parse_policy_updates(current, changes)
-    except ValueError as e:
-        return await render(request, status=400, error=str(e))
+    except ValueError as e:  # the API's validator: its English detail, said in a sentence of the page's language
+        return await render(request, status=400, error=_("The policy was not saved: %(reason)s", reason=str(e)))
     await store.set_policy(user.id, policy)
     return see_other(PAGE + "?done=policy#policy")
 
@@ -136,7 +136,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     try:
         spec = await checked_spec(body, None, request.app[SETTINGS].allow_private_targets)
     except ValueError as e:
-        return await render(request, status=400, error=str(e))
+        return await render(request, status=400, error=_("The webhook was not added: %(reason)s", reason=str(e)))
     hook, secret = await add_webhook(request.app[STORE], request[PANEL_USER].id, spec)
     return await render(request, new_secret=(hook.id, secret) if secret else None, notice=_("Webhook added."))
 

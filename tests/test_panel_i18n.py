@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import aiohttp
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from conftest import add_user
-from hits_helpers import FakeClock
-from panel_helpers import ALICE, BOB, client, get, login, send_mail, start_panel, url
+from hits_helpers import READER_IP, FakeClock, hit, wait_until
+from panel_helpers import ALICE, BOB, client, get, login, send_mail, start_panel, tracked_urls, url
 from relay.records import UserChanges
 
 ADMIN = Path(__file__).parent.parent / "admin"
 HU = ADMIN / "locale/hu/LC_MESSAGES/messages.po"
+GOOGLE_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 
 
 def hungarian():
@@ -41,39 +44,49 @@ def test_the_hungarian_catalog_translates_every_string_of_the_panel():
 
 
 def visible_text(page: str) -> str:
-    # code, a copy's own header lines, and what the page marks as English on purpose
-    # (Prometheus's help texts)
+    """What a person reads or hears: text and the hover and screen-reader texts, without code,
+    a copy's own header lines, and what the page marks as English on purpose (Prometheus's
+    help texts)."""
+    said = " ".join(re.findall(r'(?:title|aria-label|placeholder)="([^"]*)"', page))
     page = re.sub(r'(?s)<table class="headers">.*?</table>', " ", page)
     page = re.sub(r'(?s)<(script|style|svg|code)\b.*?</\1>|<td lang="en">.*?</td>', " ", page)
-    return html.unescape(re.sub(r"<[^>]+>", " ", page))
-
-
-WORDS = {"Settings", "Privacy", "Notifications", "Recipients", "Subject", "Status", "Search", "Users", "Health"}
+    return html.unescape(re.sub(r"<[^>]+>", " ", page) + " " + said)
 
 
 def english_only() -> set[str]:
-    """The English strings whose Hungarian differs, longer than a word fragment."""
+    """The English words and phrases of the catalog whose Hungarian differs (a piece between
+    placeholders, five letters or more)."""
     out = set()
     for m in hungarian():
         for en, hu in zip(m.id if isinstance(m.id, tuple) else (m.id,),
                           m.string if isinstance(m.string, tuple) else (m.string,)):
-            fixed = re.split(r"%\([a-z_]+\)s|<[^>]+>", en)
-            for piece in fixed:
+            for piece in re.split(r"%\([a-z_]+\)s|<[^>]+>", en):
                 piece = piece.strip(" .,:;()“”·")
-                if piece not in hu and (len(piece) >= 6 and " " in piece or piece in WORDS):
+                if len(piece) >= 5 and piece.lower() not in hu.lower():
                     out.add(piece)
     return out
+
+
+def leftovers_in(text: str, english: set[str]) -> list[str]:
+    return sorted(e for e in english if re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text))
 
 
 async def test_hungarian_pages_have_no_english_leftovers(start_app, tmp_path):
     app = await start_panel(start_app, tmp_path)
     await add_user(app, "root@example.com", admin=True)
     mid = await send_mail(app, subject="Ajánlat [track]", track="")
+    copy = await tracked_urls(app, mid)
+    async with aiohttp.ClientSession() as hits:  # a person and an image proxy open it, a scanner clicks
+        await hit(hits, app, copy.pixel, ip=READER_IP)
+        await hit(hits, app, copy.pixel, ip="66.249.84.1", ua=GOOGLE_PROXY)
+        await hit(hits, app, copy.clicks[0], ip=READER_IP)
+    await wait_until(lambda: _events(app, mid, 3))
+    await app.store.erase_subject("carol@example.net", keep_trackable=False, now=time.time())  # a digest listed
     for who in (ALICE, "root@example.com"):
         await app.store.update_user(who, UserChanges(language="hu"))
-    leftovers = english_only()
+    english = english_only()
     pages = {ALICE: ["/", "/?tracked=1&q=nincs", f"/messages/{mid}", "/notifications", "/settings", "/nowhere"],
-             "root@example.com": ["/admin/users", "/admin/health", f"/admin/privacy?address={BOB}"]}
+             "root@example.com": ["/admin/users", "/admin/health", "/admin/privacy", f"/admin/privacy?address={BOB}"]}
     found = {}
     for who, paths in pages.items():
         async with client() as s:
@@ -81,9 +94,21 @@ async def test_hungarian_pages_have_no_english_leftovers(start_app, tmp_path):
             for path in paths:
                 _, page = await get(s, app, path)
                 assert '<html lang="hu">' in page, path
-                text = visible_text(page)
-                found[path] = sorted(e for e in leftovers if e in text)
+                found[path] = leftovers_in(visible_text(page), english)
+            async with s.post(url(app, "/notifications/read"), data={"csrf": "forged"}) as resp:
+                assert resp.status == 403
+                found["403"] = leftovers_in(visible_text(await resp.text()), english)
+    async with client() as s:  # a visitor whose browser asks for Hungarian
+        async with s.get(url(app, "/login"), headers={"Accept-Language": "hu"}) as resp:
+            page = await resp.text()
+        assert '<html lang="hu">' in page
+        found["/login"] = leftovers_in(visible_text(page), english)
     assert {p: e for p, e in found.items() if e} == {}
+
+
+async def _events(app, message_id: int, count: int) -> bool:
+    report = await app.store.message_report(message_id, None)
+    return report is not None and len(report.events) >= count
 
 
 async def test_the_language_is_the_users_setting_else_the_browsers(start_app, tmp_path):
@@ -105,14 +130,20 @@ async def test_times_are_shown_in_the_users_zone_and_language(start_app, tmp_pat
     winter = datetime(2026, 1, 15, 9, 30, tzinfo=timezone.utc).timestamp()
     clock = FakeClock(winter)  # the relay's clock, which the panel's relative times follow
     app = await start_panel(start_app, tmp_path, clock=clock)
+    await add_user(app, "root@example.com", admin=True)
     mid = await send_mail(app, subject="Zones")
     clock.advance(180)
-    async with client() as s:
-        await login(s, app)
-        await app.store.update_user(ALICE, UserChanges(language="en", timezone=""))
-        _, utc = await get(s, app, f"/messages/{mid}")
-        await app.store.update_user(ALICE, UserChanges(language="hu", timezone="Europe/Budapest"))
-        _, budapest = await get(s, app, f"/messages/{mid}")
+    pages = {}
+    for who, path in ((ALICE, f"/messages/{mid}"), ("root@example.com", f"/admin/privacy?address={BOB}")):
+        async with client() as s:
+            await login(s, app, who)
+            await app.store.update_user(who, UserChanges(language="en", timezone=""))
+            pages[path, "utc"] = html.unescape((await get(s, app, path))[1])
+            await app.store.update_user(who, UserChanges(language="hu", timezone="Europe/Budapest"))
+            pages[path, "budapest"] = html.unescape((await get(s, app, path))[1])
     sent = '<time datetime="2026-01-15T09:30:00Z" title="%s">%s</time>'
-    assert sent % ("3 minutes ago", "Jan 15, 2026, 9:30:00\u202fAM UTC") in html.unescape(utc)
-    assert sent % ("3 perccel ezelőtt", "2026. jan. 15. 10:30:00 CET") in html.unescape(budapest)  # UTC+1 in winter
+    for (path, where), page in pages.items():
+        if where == "utc":
+            assert sent % ("3 minutes ago", "Jan 15, 2026, 9:30:00\u202fAM UTC") in page, path
+        else:  # UTC+1 in winter
+            assert sent % ("3 perccel ezelőtt", "2026. jan. 15. 10:30:00 CET") in page, path
