@@ -3,6 +3,7 @@ leftovers, the language chosen by the user's setting else Accept-Language, times
 user's zone."""
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import time
@@ -124,6 +125,19 @@ async def test_the_language_is_the_users_setting_else_the_browsers(start_app, tm
         await app.store.update_user(ALICE, UserChanges(language="en"))
         async with s.get(url(app, "/settings"), headers={"Accept-Language": "hu"}) as resp:
             assert "<h1>Settings</h1>" in await resp.text()  # her own choice wins
+
+
+async def test_concurrent_requests_in_two_languages_do_not_mix(start_app, tmp_path):
+    app = await start_panel(start_app, tmp_path)
+    await add_user(app, "root@example.com")
+    await app.store.update_user(ALICE, UserChanges(language="hu"))
+    await app.store.update_user("root@example.com", UserChanges(language="en"))
+    async with client() as hu, client() as en:
+        await login(hu, app)
+        await login(en, app, "root@example.com")
+        answers = await asyncio.gather(*(get(s, app, "/settings") for s in [hu, en] * 20))
+    said = [(re.search(r'<html lang="(\w+)">', page)[1], re.search(r"<h1>([^<]*)</h1>", page)[1]) for _, page in answers]
+    assert said == [("hu", "Beállítások"), ("en", "Settings")] * 20
 
 
 async def test_times_are_shown_in_the_users_zone_and_language(start_app, tmp_path):
