@@ -30,6 +30,7 @@ async def test_the_bell_counts_a_human_open_live_and_the_page_marks_all_read(sta
             # the same page, no reload: the stream brought the new count
             await page.wait_for_selector("#bell-count:text-is('1')", timeout=15000)
             assert "unread" in (await page.locator(".bell").get_attribute("class"))
+            assert await page.locator(".bell").get_attribute("aria-label") == "1 unread notification"
             await page.screenshot(path=str(tmp_path / "bell.png"))
             await page.click(".bell")
             await page.wait_for_url(url(app, "/notifications"))

@@ -8,7 +8,9 @@
   function show(unread) {
     count.textContent = String(unread);
     bell.classList.toggle("unread", unread > 0);
-    bell.setAttribute("aria-label", unread + " unread notifications");
+    // the page's two forms from the catalog; English and Hungarian both say "one" for 1 only
+    var label = unread === 1 ? bell.dataset.one : bell.dataset.other;
+    bell.setAttribute("aria-label", label.replace("#", String(unread)));
   }
   var source = new EventSource("/api/v1/notifications/stream");
   ["unread", "notification"].forEach(function (name) {
