@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench fuzz system-deps clean
+.PHONY: run test bench fuzz catalog system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP) system-deps
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
 	TRACKRELAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz $(PYTEST_ARGS)
+
+# after changing the panel's strings: the template (.pot) and the Hungarian catalog get the new
+# msgids (empty, for a translator; a test fails until they are translated)
+catalog: $(STAMP)
+	$(BIN)/pybabel extract -F admin/babel.cfg -o admin/locale/messages.pot --no-location --omit-header --width=120 .
+	$(BIN)/pybabel update -N --width=120 -i admin/locale/messages.pot -d admin/locale
 
 clean:
 	rm -rf $(VENV) var
