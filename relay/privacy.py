@@ -17,6 +17,7 @@ from relay.config import PrivacyConfig
 from relay.notify_rules import rfc3339
 from relay.policy import ERASED_PREFIX, privacy_entry
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData
+from relay.status import PENDING
 
 DAY = 86400.0
 PURGE_BATCH = 500  # rows of each kind per transaction: short enough never to stall intake or hits
@@ -60,6 +61,40 @@ def erasure_text(address: str, counts: ErasureCounts, keep_trackable: bool) -> s
         line += (f"; {counts.still_queued} mail to them still queued: it goes out as sent,"
                  " erase again once delivered")
     return line
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    """What erasure reads of one recipient row of the erased address."""
+
+    id: int
+    message_id: int
+    copy_id: int | None
+    status: str
+    own_copy: bool  # the copy went to this recipient alone (else shared, or none: untracked)
+    others: int  # the message's recipient rows for other addresses
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    whole: list[int]  # messages sent to them alone: removed whole (the schema cascades)
+    shared: list[int]  # messages that went to others too: only their part goes
+    own_copies: list[int]  # their own copies in shared messages (their events go with them)
+    recipient_ids: list[int]
+    still_queued: int  # messages to them not delivered yet: left to go out
+
+
+def plan_erasure(rows: Sequence[RecipientRow]) -> ErasurePlan:
+    """Which rows an erasure removes, the same for both engines. Mail still queued for them
+    is left alone: it is the sender's mail in transit (erase again once delivered)."""
+    done = [r for r in rows if r.status not in PENDING]
+    return ErasurePlan(
+        whole=sorted({r.message_id for r in done if not r.others}),
+        shared=sorted({r.message_id for r in done if r.others}),
+        own_copies=sorted({r.copy_id for r in done if r.others and r.copy_id and r.own_copy}),
+        recipient_ids=[r.id for r in done],
+        still_queued=len({r.message_id for r in rows if r.status in PENDING}),
+    )
 
 
 def subject_json(data: SubjectData, now: float) -> dict:

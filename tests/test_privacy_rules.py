@@ -87,3 +87,17 @@ def test_cursors_and_durations_refuse_what_no_server_made():
     for bad in ("9" * 400, float("inf"), "1e309s"):
         with pytest.raises(ConfigError):
             parse_duration(bad, "k")
+
+
+def test_erasure_removes_mail_to_them_alone_whole_and_only_their_part_of_shared_mail():
+    from relay.privacy import RecipientRow, plan_erasure
+
+    plan = plan_erasure([
+        RecipientRow(1, 10, 100, "sent", True, others=0),  # to them alone
+        RecipientRow(2, 11, 101, "sent", True, others=1),  # split copies: theirs goes
+        RecipientRow(3, 12, 102, "bounced", False, others=2),  # a shared copy stays
+        RecipientRow(4, 13, None, "sent", False, others=1),  # untracked
+        RecipientRow(5, 14, 104, "deferred", True, others=0),  # still on its way: left alone
+    ])
+    assert (plan.whole, plan.shared, plan.own_copies) == ([10], [11, 12, 13], [101])
+    assert (plan.recipient_ids, plan.still_queued) == ([1, 2, 3, 4], 1)

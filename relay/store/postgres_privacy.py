@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, AsyncContextManager, Sequence
 import asyncpg
 
 from relay.policy import erased_entry
+from relay.privacy import RecipientRow, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
 from relay.store.pg_rows import affected
 
@@ -188,11 +189,9 @@ async def _erase(c: asyncpg.Connection, address: str, keep_trackable: bool, now:
         "SELECT r.id, r.message_id, r.copy_id, r.status, cp.recipient AS copy_recipient,"
         " (SELECT count(*) FROM recipients o WHERE o.message_id = r.message_id AND lower(o.address) != $1) AS others"
         " FROM recipients r LEFT JOIN copies cp ON cp.id = r.copy_id WHERE lower(r.address) = $1", address)
-    queued = [r for r in rows if r["status"] in ("queued", "deferred")]
-    done = [r for r in rows if r not in queued]
-    whole = sorted({r["message_id"] for r in done if not r["others"]})
-    shared = sorted({r["message_id"] for r in done if r["others"]})
-    own_copies = sorted({r["copy_id"] for r in done if r["others"] and r["copy_id"] and r["copy_recipient"]})
+    plan = plan_erasure([RecipientRow(r["id"], r["message_id"], r["copy_id"], r["status"],
+                                      r["copy_recipient"] is not None, r["others"]) for r in rows])
+    whole, shared, own_copies = plan.whole, plan.shared, plan.own_copies
     events = await c.fetchval("SELECT count(*) FROM events WHERE message_id = ANY($1::bigint[])"
                               " OR copy_id = ANY($2::bigint[])", whole, own_copies)
     notifications = affected(await c.execute(
@@ -204,7 +203,7 @@ async def _erase(c: asyncpg.Connection, address: str, keep_trackable: bool, now:
     links += affected(await c.execute("DELETE FROM retired_links WHERE strpos(lower(url), $1) > 0", address))
     copies = affected(await c.execute("DELETE FROM copies WHERE id = ANY($1::bigint[])", own_copies))
     recipients = affected(await c.execute("DELETE FROM recipients WHERE id = ANY($1::bigint[])",
-                                        [r["id"] for r in done]))
+                                          plan.recipient_ids))
     captured = affected(await c.execute(f"DELETE FROM captured WHERE {_CAPTURED_MENTION}", address))
     messages = await _delete_messages(c, whole, with_captured=True)
     deliveries = affected(await c.execute(
@@ -216,4 +215,4 @@ async def _erase(c: asyncpg.Connection, address: str, keep_trackable: bool, now:
         await _insert_record(c, "dnt", PrivacyRecord(erased_entry(address), now, "", "erase"))
     return ErasureCounts(messages=messages, copies=copies, recipients=recipients, events=events, links=links,
                          notifications=notifications, deliveries=deliveries, captured=captured,
-                         still_queued=len({r["message_id"] for r in queued}))
+                         still_queued=plan.still_queued)

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Sequence
 
 from relay.policy import erased_entry
+from relay.privacy import RecipientRow, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
 
 if TYPE_CHECKING:
@@ -204,11 +205,9 @@ def _erase(c: sqlite3.Connection, address: str, scanned: tuple[list[str], list[i
         "  AND lower(o.address) != :a) AS others"
         " FROM recipients r LEFT JOIN copies cp ON cp.id = r.copy_id"
         " WHERE lower(r.address) = :a", {"a": address}).fetchall()
-    queued = [r for r in rows if r["status"] in ("queued", "deferred")]
-    done = [r for r in rows if r not in queued]
-    whole = sorted({r["message_id"] for r in done if not r["others"]})
-    shared = sorted({r["message_id"] for r in done if r["others"]})
-    own_copies = sorted({r["copy_id"] for r in done if r["others"] and r["copy_id"] and r["copy_recipient"]})
+    plan = plan_erasure([RecipientRow(r["id"], r["message_id"], r["copy_id"], r["status"],
+                                      r["copy_recipient"] is not None, r["others"]) for r in rows])
+    whole, shared, own_copies = plan.whole, plan.shared, plan.own_copies
     events = c.execute(f"SELECT count(*) FROM events WHERE message_id IN ({_marks(whole)})"
                        f" OR copy_id IN ({_marks(own_copies)})", [*whole, *own_copies]).fetchone()[0]
     notifications = c.execute(
@@ -222,7 +221,8 @@ def _erase(c: sqlite3.Connection, address: str, scanned: tuple[list[str], list[i
         links += c.execute("DELETE FROM retired_links WHERE queue_id = ? AND position = ?",
                            (queue_id, position)).rowcount
     copies = c.execute(f"DELETE FROM copies WHERE id IN ({_marks(own_copies)})", own_copies).rowcount
-    recipients = c.execute(f"DELETE FROM recipients WHERE id IN ({_marks(done)})", [r["id"] for r in done]).rowcount
+    recipients = c.execute(f"DELETE FROM recipients WHERE id IN ({_marks(plan.recipient_ids)})",
+                           plan.recipient_ids).rowcount
     gone_captured = c.execute(f"DELETE FROM captured WHERE id IN ({_marks(captured)})", captured).rowcount
     messages = _delete_messages(c, whole, with_captured=True)
     gone_deliveries = c.execute(f"DELETE FROM webhook_deliveries WHERE id IN ({_marks(deliveries)})",
@@ -233,7 +233,7 @@ def _erase(c: sqlite3.Connection, address: str, scanned: tuple[list[str], list[i
         _insert_record(c, "dnt", PrivacyRecord(erased_entry(address), now, "", "erase"))
     return ErasureCounts(messages=messages, copies=copies, recipients=recipients, events=events, links=links,
                          notifications=notifications, deliveries=gone_deliveries, captured=gone_captured,
-                         still_queued=len({r["message_id"] for r in queued}))
+                         still_queued=plan.still_queued)
 
 
 def _subject(c: sqlite3.Connection, address: str) -> SubjectData:
