@@ -21,7 +21,8 @@
 #   REUSE=1 (smtp-source -d: one connection per session), WORK=/tmp/trackrelay-bench,
 #   SPLIT=1 (the relay as separate processes on one store: serve --only smtp, --only delivery,
 #   and HITS_PROCESSES=2 x --only hits sharing the public port),
-#   STORE=sqlite|postgresql (the relay's store; postgresql: a private server started here).
+#   STORE=both|sqlite|postgresql (the relay's store; postgresql: a private server started here;
+#   both: every relay run once on each, in the same round, and PostgreSQL / SQLite reported).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,7 +51,7 @@ RELAY_HTTP_PORT=$((BASE_PORT + 3))
 RELAY_ADMIN_PORT=$((BASE_PORT + 4))
 NGINX_PORT=$((BASE_PORT + 5))
 PG_PORT=$((BASE_PORT + 6))
-STORE=${STORE:-sqlite}
+STORE=${STORE:-both}
 
 source "$BENCH/lib/common.sh"
 source "$BENCH/lib/sink.sh"
@@ -76,7 +77,11 @@ want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 for v in N REPS CONC TRACK_CONC E2E_TIMEOUT RUNS CONNS THREADS HTTP_REPS BASE_PORT; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "$v must be a whole number >= 1 (got '${!v}')"
 done
-[[ $STORE == sqlite || $STORE == postgresql ]] || die "STORE must be sqlite or postgresql (got '$STORE')"
+case $STORE in
+  both) STORES=(sqlite postgresql) ;;
+  sqlite | postgresql) STORES=("$STORE") ;;
+  *) die "STORE must be both, sqlite or postgresql (got '$STORE')" ;;
+esac
 [[ $DUR =~ ^[0-9]+s?$ ]] || die "DUR must be seconds, e.g. 10s (got '$DUR')"
 ((${DUR%s} <= 120)) || die "DUR is capped at 120s"
 ((N <= 100000 && RUNS <= 100000 && REPS <= 20 && HTTP_REPS <= 20)) || die "N/RUNS/REPS out of range"
@@ -103,11 +108,11 @@ note() {  # note PART TEXT: shown in the report and on stderr
 
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 
-smtp_run() {  # smtp_run BLOCK TARGET PORT CONC RCPTS TRACKING FACTOR REP
+smtp_run() {  # smtp_run BLOCK TARGET PORT CONC RCPTS TRACKING FACTOR REP STORE
   "$PY" "$BENCH/lib/smtp_run.py" run --port "$3" --sink-log "$SINK_LOG" --msg "$WORK/data/newsletter.eml" \
     --from "$BENCH_FROM" --to "$BENCH_TO" --n "$N" --conc "$4" --rcpts "$5" --factor "$7" \
     --timeout "$E2E_TIMEOUT" --label "block=$1" --label "target=$2" --label "tracking=$6" --label "rep=$8" \
-    --out "$RESULTS" || true
+    --label "store=$9" --out "$RESULTS" || true
 }
 
 smtp_probe() {  # smtp_probe PORT RCPTS -> prints upstream messages per submitted mail
@@ -115,10 +120,32 @@ smtp_probe() {  # smtp_probe PORT RCPTS -> prints upstream messages per submitte
     --from "$BENCH_FROM" --to "$BENCH_TO" --rcpts "$2"
 }
 
+# the relay of each store: 0 not started yet, 1 set up (running while selected), -1 failed
+declare -A RELAY_STATE=()
 RELAY_UP=0
 RELAY_RESTARTS=0
 RELAY_FAIL=""
 ensure_sink() { [[ -n $SINK_PID ]] || sink_start "$SINK_PORT"; }
+
+# use_store STORE PART: the relay on STORE is the one running (the other one stopped first)
+use_store() {
+  if [[ $RELAY_KIND != "$1" ]]; then
+    [[ -n $RELAY_KIND ]] && { relay_stop; RELAY_STATE[$RELAY_KIND]=$RELAY_UP; }
+    relay_select "$1"
+    RELAY_UP=${RELAY_STATE[$1]:-0}
+    RELAY_RESTARTS=0
+    if ((RELAY_UP == 1)) && ! relay_launch; then
+      RELAY_UP=-1; RELAY_FAIL="relay ($1) did not start again"
+    fi
+  fi
+  ensure_relay "$2"
+}
+
+# in_order REP: the stores in the order of that round (alternating, so neither always goes first)
+in_order() {
+  if (($1 % 2 == 1)) || ((${#STORES[@]} == 1)); then echo "${STORES[@]}"; else echo "${STORES[1]} ${STORES[0]}"; fi
+}
+
 ensure_relay() {
   if ((RELAY_UP == 1)); then
     relay_alive && return 0
@@ -133,7 +160,7 @@ ensure_relay() {
   else
     RELAY_UP=-1
     RELAY_FAIL="relay did not start: $(grep -v '^\s*$' "$RELAY_LOG" 2>/dev/null | tail -1 | cut -c1-200)"
-    [[ -s ${RELAY_LOG:-/nonexistent} ]] || RELAY_FAIL="relay did not start: $(tail -1 "$WORK/relay/setup.log" 2>/dev/null | cut -c1-200)"
+    [[ -s ${RELAY_LOG:-/nonexistent} ]] || RELAY_FAIL="relay did not start: $(tail -1 "$RELAY_DIR/setup.log" 2>/dev/null | cut -c1-200)"
   fi
   ((RELAY_UP == 1))
 }
@@ -160,8 +187,8 @@ json.dump({"date": time.strftime("%Y-%m-%d %H:%M %Z"), "parts": parts.split(),
           open(out, "w"))
 PY
 
-if [[ $STORE == postgresql ]]; then
-  pg_start "$PG_PORT" || die "STORE=postgresql: no PostgreSQL (see $WORK/pg.log)"
+if [[ " ${STORES[*]} " == *" postgresql "* ]]; then
+  pg_start "$PG_PORT" || die "STORE=$STORE: no PostgreSQL (see $WORK/pg.log)"
 fi
 
 # ---------------------------------------------------------------- 2. rewrite (runs first, before
@@ -186,36 +213,47 @@ if want smtp; then
   else
     note smtp "postfix reference not available: see $WORK/postfix"
   fi
-  RELAY_OK=0
-  if ensure_relay; then
-    if relay_policy off && K_OFF=$(smtp_probe "$RELAY_SMTP_PORT" 1); then
-      RELAY_OK=1
-      relay_policy always
-      K_ON1=$(smtp_probe "$RELAY_SMTP_PORT" 1) || K_ON1=""
-      K_ON3=$(smtp_probe "$RELAY_SMTP_PORT" 3) || K_ON3=""
-      log "relay: one mail becomes $K_OFF upstream message(s) untracked, $K_ON1 tracked (1 rcpt), $K_ON3 tracked (3 rcpts)"
-      [[ -n $K_ON1 && -n $K_ON3 ]] || note smtp "relay with tracking on delivered nothing to the sink (see $RELAY_LOG)"
+  # per store: does mail get through, and how many upstream messages one mail becomes
+  declare -A RELAY_OK=() K_OFF=() K_ON1=() K_ON3=()
+  for st in "${STORES[@]}"; do
+    RELAY_OK[$st]=0
+    if use_store "$st" smtp; then
+      if relay_policy off && K_OFF[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 1); then
+        RELAY_OK[$st]=1
+        relay_policy always
+        K_ON1[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 1) || K_ON1[$st]=""
+        K_ON3[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 3) || K_ON3[$st]=""
+        log "relay ($st): one mail becomes ${K_OFF[$st]} upstream message(s) untracked, ${K_ON1[$st]} tracked (1 rcpt), ${K_ON3[$st]} tracked (3 rcpts)"
+        [[ -n ${K_ON1[$st]} && -n ${K_ON3[$st]} ]] || note smtp "relay ($st) with tracking on delivered nothing to the sink (see $RELAY_LOG)"
+      else
+        note smtp "relay ($st) accepts connections but no mail reached the sink: $(grep -E 'ERROR|Traceback|Error' "$RELAY_LOG" | tail -1 | cut -c1-200)"
+      fi
     else
-      note smtp "relay accepts connections but no mail reached the sink: $(grep -E 'ERROR|Traceback|Error' "$RELAY_LOG" | tail -1 | cut -c1-200)"
+      note smtp "$st: $RELAY_FAIL"
     fi
-  else
-    note smtp "$RELAY_FAIL"
-  fi
+  done
+  # each store's relay runs right after Postfix (and the sink) of the same round: the pairs
+  # behind the ratios meet the machine in the same state
   for ((rep = 1; rep <= REPS; rep++)); do
     log "-- SMTP round $rep/$REPS"
-    for conc in 1 "$CONC"; do
-      smtp_run off sink "$SINK_PORT" "$conc" 1 - 1 "$rep"
-      ((PF_OK)) && smtp_run off postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep"
-      if ((RELAY_OK)) && ensure_relay smtp; then
-        relay_policy off && smtp_run off relay "$RELAY_SMTP_PORT" "$conc" 1 off "$K_OFF" "$rep"
-      fi
-    done
-    for rc in 1 3; do
-      k=K_ON$rc
-      ((PF_OK)) && smtp_run on postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep"
-      if ((RELAY_OK)) && [[ -n ${!k} ]] && ensure_relay smtp; then
-        relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${!k}" "$rep"
-      fi
+    for st in $(in_order "$rep"); do
+      ((RELAY_OK[$st])) || continue
+      for conc in 1 "$CONC"; do
+        smtp_run off sink "$SINK_PORT" "$conc" 1 - 1 "$rep" "$st"
+        ((PF_OK)) && smtp_run off postfix "$POSTFIX_PORT" "$conc" 1 - 1 "$rep" "$st"
+        if use_store "$st" smtp; then
+          relay_policy off && smtp_run off relay "$RELAY_SMTP_PORT" "$conc" 1 off "${K_OFF[$st]}" "$rep" "$st"
+        fi
+      done
+      for rc in 1 3; do
+        k=K_ON$rc
+        declare -n kk=$k
+        ((PF_OK)) && smtp_run on postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep" "$st"
+        if [[ -n ${kk[$st]} ]] && use_store "$st" smtp; then
+          relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${kk[$st]}" "$rep" "$st"
+        fi
+        unset -n kk
+      done
     done
   done
   postfix_stop
@@ -224,42 +262,54 @@ fi
 # ---------------------------------------------------------------- 3. hits
 if want hits; then
   log "== hits: wrk -t$THREADS -c$CONNS -d$DUR, $HTTP_REPS round(s)"
-  HITS_OK=0
+  declare -A TOKPOS=()
+  LOCATION=""
   if ! have wrk; then
     note hits "hits: wrk is missing (make bench installs it)"
-  elif ! { ensure_sink && ensure_relay hits; }; then
-    note hits "hits: not available yet ($RELAY_FAIL)"
-  elif ! port_listening "$RELAY_HTTP_PORT"; then
-    note hits "hits: not available yet (nothing listens on http.listen 127.0.0.1:$RELAY_HTTP_PORT)"
-  elif ! { relay_policy always && smtp_probe "$RELAY_SMTP_PORT" 1 >/dev/null; }; then
-    note hits "hits: not available yet (no tracked mail got through the relay to find a token)"
-  elif ! TOKPOS=$("$PY" "$BENCH/lib/hits.py" token --db "$RELAY_STORE" 2>"$WORK/raw/token.err"); then
-    note hits "hits: not available yet ($(tail -1 "$WORK/raw/token.err"))"
-  elif ! LOCATION=$("$PY" "$BENCH/lib/hits.py" check --base "http://127.0.0.1:$RELAY_HTTP_PORT" \
-      --token "${TOKPOS% *}" --pos "${TOKPOS#* }" --gif-out "$WORK/raw/relay-pixel.gif" 2>"$WORK/raw/check.err"); then
-    note hits "hits: not available yet ($(tail -1 "$WORK/raw/check.err"))"
   else
-    HITS_OK=1
+    ensure_sink
+    for st in "${STORES[@]}"; do  # per store: a tracked mail through, its token, a working pixel and click
+      if ! use_store "$st" hits; then
+        note hits "hits ($st): not available yet ($RELAY_FAIL)"
+      elif ! port_listening "$RELAY_HTTP_PORT"; then
+        note hits "hits ($st): not available yet (nothing listens on http.listen 127.0.0.1:$RELAY_HTTP_PORT)"
+      elif ! { relay_policy always && smtp_probe "$RELAY_SMTP_PORT" 1 >/dev/null; }; then
+        note hits "hits ($st): not available yet (no tracked mail got through the relay to find a token)"
+      elif ! tp=$("$PY" "$BENCH/lib/hits.py" token --db "$RELAY_STORE" 2>"$WORK/raw/token.err"); then
+        note hits "hits ($st): not available yet ($(tail -1 "$WORK/raw/token.err"))"
+      elif ! LOCATION=$("$PY" "$BENCH/lib/hits.py" check --base "http://127.0.0.1:$RELAY_HTTP_PORT" \
+          --token "${tp% *}" --pos "${tp#* }" --gif-out "$WORK/raw/relay-pixel.gif" 2>"$WORK/raw/check.err"); then
+        note hits "hits ($st): not available yet ($(tail -1 "$WORK/raw/check.err"))"
+      else
+        TOKPOS[$st]=$tp
+      fi
+    done
   fi
-  if ((HITS_OK)); then
-    TOKEN=${TOKPOS% *}
-    POS=${TOKPOS#* }
+  if ((${#TOKPOS[@]})); then
+    # nginx answers what the relay does: the same GIF, a redirect to the same link
     if have nginx && nginx_start "$NGINX_PORT" "$WORK/raw/relay-pixel.gif" "$LOCATION"; then NGX_OK=1; else
       NGX_OK=0; note hits "nginx reference not available: see $WORK/nginx/logs"; fi
-    hit_run() {  # hit_run TARGET ENDPOINT URL REP [DB]
+    hit_run() {  # hit_run TARGET ENDPOINT URL REP STORE [DB]
       local db=()
-      [[ -n ${5:-} ]] && db=(--db "$5")
+      [[ -n ${6:-} ]] && db=(--db "$6")
       "$PY" "$BENCH/lib/hits.py" run --url "$3" "${db[@]}" --dur "$DUR" --conns "$CONNS" --threads "$THREADS" \
-        --label "target=$1" --label "endpoint=$2" --label "rep=$4" --raw-dir "$WORK/raw" --out "$RESULTS" || true
+        --label "target=$1" --label "endpoint=$2" --label "rep=$4" --label "store=$5" --raw-dir "$WORK/raw" \
+        --out "$RESULTS" || true
     }
     for ((rep = 1; rep <= HTTP_REPS; rep++)); do
       for ep in pixel click; do
-        if [[ $ep == pixel ]]; then path="/o/$TOKEN.gif"; else path="/c/$TOKEN/$POS"; fi
-        ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep"
-        ensure_relay hits && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$RELAY_STORE"
+        for st in - $(in_order "$rep"); do  # nginx first, with a token of the relay's
+          tp=${TOKPOS[$st]:-${TOKPOS[*]}}
+          if [[ $ep == pixel ]]; then path="/o/${tp%% *}.gif"; else path="/c/${tp%% *}/$(cut -d' ' -f2 <<<"$tp")"; fi
+          if [[ $st == - ]]; then
+            ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep" -
+            continue
+          fi
+          [[ -n ${TOKPOS[$st]:-} ]] || continue
+          use_store "$st" hits && hit_run relay "$ep" "http://127.0.0.1:$RELAY_HTTP_PORT$path" "$rep" "$st" "$RELAY_STORE"
+        done
       done
     done
-    ensure_relay hits || true
     nginx_stop
   fi
 fi
@@ -269,12 +319,18 @@ if want notify; then
   log "== notify: wrk -t$THREADS -c$CONNS -d$DUR on the pixel, people opening other copies meanwhile"
   if ! have wrk; then
     note notify "notify: wrk is missing (make bench installs it)"
-  elif ! { ensure_sink && ensure_relay notify && relay_policy always; }; then
-    note notify "notify: not available ($RELAY_FAIL)"
   else
-    "$PY" "$BENCH/lib/notify_bench.py" --smtp-port "$RELAY_SMTP_PORT" --hits-base "http://127.0.0.1:$RELAY_HTTP_PORT" \
-      --store "$RELAY_STORE" --cli "$VENV_BIN/trackrelay" --conf "$RELAY_CONF" --sender "$BENCH_FROM" \
-      --dur "$DUR" --conns "$CONNS" --threads "$THREADS" --out "$RESULTS" || note notify "notify benchmark failed: see above"
+    for st in "${STORES[@]}"; do
+      if ! { ensure_sink && use_store "$st" notify && relay_policy always; }; then
+        note notify "notify ($st): not available ($RELAY_FAIL)"
+        continue
+      fi
+      log "notify on $st"
+      "$PY" "$BENCH/lib/notify_bench.py" --smtp-port "$RELAY_SMTP_PORT" --hits-base "http://127.0.0.1:$RELAY_HTTP_PORT" \
+        --store "$RELAY_STORE" --cli "$VENV_BIN/trackrelay" --conf "$RELAY_CONF" --sender "$BENCH_FROM" \
+        --dur "$DUR" --conns "$CONNS" --threads "$THREADS" --label "store=$st" --out "$RESULTS" \
+        || note notify "notify ($st) benchmark failed: see above"
+    done
   fi
 fi
 

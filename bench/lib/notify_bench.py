@@ -2,7 +2,8 @@
 """Notifications under load: how long from a person's open to the webhook receiver's POST.
 
   notify_bench.py --smtp-port P --hits-base URL --store DB|URL --cli TRACKRELAY --conf FILE
-                  --sender ADDR [--probes 40] [--dur 10s] [--conns 50] [--threads 2] --out results.jsonl
+                  --sender ADDR [--probes 40] [--dur 10s] [--conns 50] [--threads 2] [--label k=v ...]
+                  --out results.jsonl
 
 1. Sends probes+1 tracked mails through the relay (one recipient each) and waits for them.
 2. wrk drives human-classified opens (a reader's X-Forwarded-For and user agent) at full
@@ -79,7 +80,7 @@ def percentile(values: list[float], p: float) -> float | None:
 async def main(a: argparse.Namespace) -> int:
     loopback(a.hits_base)
     recipients = send_mails(a.smtp_port, a.sender, a.probes + 1)
-    tokens = copy_tokens(a.store, recipients)
+    tokens = await asyncio.to_thread(copy_tokens, a.store, recipients)  # query() runs its own loop (PostgreSQL)
     load, probes = recipients[0], recipients[1:]
     arrived: dict[str, float] = {}
 
@@ -96,7 +97,8 @@ async def main(a: argparse.Namespace) -> int:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    res: dict = {"kind": "notify", "probes": a.probes, "dur": a.dur, "conns": a.conns}
+    res: dict = {"kind": "notify", **dict(kv.split("=", 1) for kv in a.label), "probes": a.probes, "dur": a.dur,
+                 "conns": a.conns}
     try:
         pixel = f"{a.hits_base}/o/{tokens[load]}.gif"
         off = await wrk(pixel, a)  # nobody listens yet: no webhook
@@ -130,7 +132,7 @@ async def main(a: argparse.Namespace) -> int:
         res.update(status="error", error=str(e)[:300])
     finally:
         await runner.cleanup()
-    print(f"  notify pixel rps off={res.get('rps_off')} on={res.get('rps_on')} ratio={res.get('rps_ratio')} "
+    print(f"  notify {' '.join(a.label)} pixel rps off={res.get('rps_off')} on={res.get('rps_on')} ratio={res.get('rps_ratio')} "
           f"open->receiver p50={res.get('p50_ms')}ms p99={res.get('p99_ms')}ms lost={res.get('lost')} "
           f"{res['status']} {res.get('error', '')}", file=sys.stderr, flush=True)
     with open(a.out, "a", encoding="utf-8") as f:
@@ -147,6 +149,7 @@ if __name__ == "__main__":
     ap.add_argument("--dur", default="10s")
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--label", action="append", default=[])
     args = ap.parse_args()
     if not re.fullmatch(r"\d+s", args.dur):
         sys.exit("--dur: seconds, e.g. 10s")

@@ -1,30 +1,38 @@
 # bench/lib/relay.sh -- sourced by bench/run.sh. The system under test: `trackrelay serve`.
 #
 # One `serve` with all its parts (SMTP, hits, admin; delivery in its child process) on loopback ports,
-# its own SQLite store under $WORK/relay, delivering upstream to the bench's smtp-sink.
+# delivering upstream to the bench's smtp-sink. Its store is SQLite (a file under
+# $WORK/relay/sqlite) or the bench's private PostgreSQL; with STORE=both the bench switches
+# between the two relays (relay_select, then relay_start the first time, relay_launch after),
+# one running at a time on the same ports, each with its own config, log and store.
 # smtp-source cannot AUTH, so 127.0.0.0/8 is a trusted network: the mail belongs to the
 # user owning MAIL FROM ($BENCH_FROM), created here. The rate limit is off (0).
 # Tracking is switched per run with the user's policy (relay_policy off|always): the
 # same message bytes go to every target.
 
+RELAY_KIND=""   # sqlite | postgresql: the store of the relay selected
+RELAY_DIR=""
 RELAY_CONF=""
-RELAY_DB=""
-RELAY_STORE=""
+RELAY_STORE=""  # what bench/lib/hits.py reads: the SQLite file, or PostgreSQL's URL
 RELAY_PID=""
 RELAY_PARTS=()  # with SPLIT=1: the delivery and hits processes beside the SMTP one
 RELAY_LOG=""
+
+# relay_select sqlite|postgresql: the relay the functions below start, stop and configure
+relay_select() {
+  RELAY_KIND=$1
+  RELAY_DIR=$WORK/relay/$1
+  RELAY_CONF=$RELAY_DIR/trackrelay.toml
+  RELAY_LOG=$RELAY_DIR/relay.log
+  if [[ $1 == postgresql ]]; then RELAY_STORE=$PG_URL; else RELAY_STORE=$RELAY_DIR/relay.db; fi
+}
 
 relay_cli() { "$VENV_BIN/trackrelay" "$@" -c "$RELAY_CONF"; }
 
 relay_start() {
   local smtp_port=$1 http_port=$2 admin_port=$3 sink_port=$4
-  local dir=$WORK/relay
+  local dir=$RELAY_DIR
   mkdir -p "$dir"
-  RELAY_CONF=$dir/trackrelay.toml
-  RELAY_DB=$dir/relay.db
-  RELAY_STORE=$RELAY_DB  # what bench/lib/hits.py reads: the SQLite file, or PostgreSQL's URL
-  [[ ${STORE:-sqlite} == postgresql ]] && RELAY_STORE=$PG_URL
-  RELAY_LOG=$dir/relay.log
   require_free_port "$smtp_port" "relay smtp"
   require_free_port "$http_port" "relay http"
   require_free_port "$admin_port" "relay admin"
@@ -40,7 +48,7 @@ rate_limit_per_minute = 0
 url = "smtp://127.0.0.1:$sink_port"
 
 [store]
-url = "$( [[ ${STORE:-sqlite} == postgresql ]] && echo "$PG_URL" || echo "sqlite:///$RELAY_DB")"
+url = "$( [[ $RELAY_KIND == postgresql ]] && echo "$PG_URL" || echo "sqlite:///$RELAY_STORE")"
 
 [http]
 listen = "127.0.0.1:$http_port"
@@ -99,8 +107,8 @@ relay_launch() {
 
 # relay_policy off|always: tracking for the bench sender's mail (read by the running relay)
 relay_policy() {
-  relay_cli policy set "$BENCH_FROM" "mode=$1" >>"$WORK/relay/setup.log" 2>&1 \
-    || { log "relay: policy mode=$1 failed: $(tail -2 "$WORK/relay/setup.log")"; return 1; }
+  relay_cli policy set "$BENCH_FROM" "mode=$1" >>"$RELAY_DIR/setup.log" 2>&1 \
+    || { log "relay: policy mode=$1 failed: $(tail -2 "$RELAY_DIR/setup.log")"; return 1; }
 }
 
 # relay_running SECONDS: the log says every part is up (after its listeners and serve's

@@ -19,9 +19,14 @@ from pathlib import Path
 
 TARGET_SMTP = 0.6     # relay (tracking off) / Postfix, end to end, 20 sessions
 TARGET_TRACK = 0.5    # relay (tracking on) / Postfix, end to end, 1 and 3 recipients
+TARGET_TRACK_PG = 0.6  # the same on PostgreSQL (issue "one store contract, two engines")
+TARGET_PG = 0.8       # relay on PostgreSQL / relay on SQLite, same round (SMTP e2e, hits rps)
+STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 TARGET_REWRITE = 2.0  # rewrite_message / bare lxml.html parse+tostring
 TARGET_HITS = 0.2     # relay rps / nginx rps
 TARGET_P99 = 15.0     # ms
+TARGET_NOTIFY_P99 = 1000.0  # ms from a person's open to the webhook's POST, under a flood of opens
+TARGET_NOTIFY_RPS = 0.9     # pixel rps with a webhook / with none
 
 
 def med(xs):
@@ -103,7 +108,13 @@ def heading(title: str, notes: list[str]) -> list[str]:
     return [title, ""] + [f"> {n}" for n in notes]
 
 
-def smtp_section(rows, notes, targets):
+def stores_of(rows, default):
+    """The stores the relay ran on, SQLite first (results without a store label: the run's STORE)."""
+    found = {r.get("store", default) for r in rows if r.get("target") == "relay"}
+    return sorted(found - {"-"}, key=lambda st: (st != "sqlite", st))
+
+
+def smtp_section(rows, notes, targets, default_store):
     smtp = [r for r in rows if r.get("kind") == "smtp"]
     out = heading("## 1. SMTP end to end: relay vs Postfix vs sink (issues \"submission relay\" and \"Tracking\")", notes.get("smtp", []))
     if not smtp:
@@ -114,31 +125,70 @@ def smtp_section(rows, notes, targets):
     out += ["", f"smtp-source, {first['n']} mails of {first['msg_bytes']} bytes per run, a new connection per "
                 f"message, {reps} round(s) (median (min–max)). accept = until smtp-source had its last 250; "
                 "e2e = until the sink counted every message. Rates are submitted mails/s. "
-                "relay / Postfix = ratio of e2e rates in the same round (median over rounds).", "",
-            "### 1a. Tracking off (issue \"submission relay\")", ""]
-    off: dict = {}
-    out += smtp_table(smtp, "off", off)
-    out += ["### 1b. Tracking on: the bench user's policy mode=always, a rewritten copy per recipient "
-            "(issue \"Tracking\")", ""]
-    on: dict = {}
-    out += smtp_table(smtp, "on", on)
-    convs = sorted({c for c, _ in off})
-    big = max(convs) if convs else None
-    v = off.get((big, 1)) if big else None
-    targets.append((f"SMTP relay (tracking off) / Postfix, {big or '?'} sessions", ratio_fmt(v, TARGET_SMTP), f">= {TARGET_SMTP}",
-                    verdict(None if v is None else v >= TARGET_SMTP)))
-    for c in convs:
-        if c != big:
-            targets.append((f"SMTP relay (tracking off) / Postfix, {c} session(s) (info)", fmt(off.get((c, 1)), 2),
-                            "–", "info"))
-    for rc in (1, 3):
-        found = sorted((c, v) for (c, r), v in on.items() if r == rc)
-        for c, v in found:
-            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail, {c} sessions", ratio_fmt(v, TARGET_TRACK),
-                            f">= {TARGET_TRACK}", verdict(None if v is None else v >= TARGET_TRACK)))
-        if not found:
-            targets.append((f"SMTP relay (tracking on) / Postfix, {rc} rcpt/mail", "–", f">= {TARGET_TRACK}", "n/a"))
+                "relay / Postfix = ratio of e2e rates in the same round (median over rounds); with both stores, "
+                "each store's relay runs right after its own sink and Postfix runs in that round.", ""]
+    stores = stores_of(smtp, default_store)
+    for st in stores:
+        name = STORE_NAMES.get(st, st)
+        mine = [r for r in smtp if r.get("store", default_store) == st]
+        track_target = TARGET_TRACK_PG if st == "postgresql" else TARGET_TRACK
+        out += [f"### 1a. Tracking off, relay on {name} (issue \"submission relay\")", ""]
+        off: dict = {}
+        out += smtp_table(mine, "off", off)
+        out += [f"### 1b. Tracking on, relay on {name}: the bench user's policy mode=always, a rewritten copy "
+                "per recipient (issue \"Tracking\")", ""]
+        on: dict = {}
+        out += smtp_table(mine, "on", on)
+        convs = sorted({c for c, _ in off})
+        big = max(convs) if convs else None
+        v = off.get((big, 1)) if big else None
+        targets.append((f"{name}: SMTP relay (tracking off) / Postfix, {big or '?'} sessions", ratio_fmt(v, TARGET_SMTP),
+                        f">= {TARGET_SMTP}", verdict(None if v is None else v >= TARGET_SMTP)))
+        for c in convs:
+            if c != big:
+                targets.append((f"{name}: SMTP relay (tracking off) / Postfix, {c} session(s) (info)",
+                                fmt(off.get((c, 1)), 2), "–", "info"))
+        for rc in (1, 3):
+            found = sorted((c, v) for (c, r), v in on.items() if r == rc)
+            for c, v in found:
+                targets.append((f"{name}: SMTP relay (tracking on) / Postfix, {rc} rcpt/mail, {c} sessions",
+                                ratio_fmt(v, track_target), f">= {track_target}",
+                                verdict(None if v is None else v >= track_target)))
+            if not found:
+                targets.append((f"{name}: SMTP relay (tracking on) / Postfix, {rc} rcpt/mail", "–", f">= {track_target}", "n/a"))
+    if len(stores) == 2:
+        out += engines_smtp(smtp, targets)
     return out
+
+
+def per_round_ratio(rows, key, value):
+    """Median over rounds of (PostgreSQL / SQLite) for rows sharing key(row) and round."""
+    by = defaultdict(dict)
+    for r in rows:
+        if r.get(value):
+            by[(key(r), r.get("rep"))][r.get("store")] = r[value]
+    ratios = defaultdict(list)
+    for (k, _), v in by.items():
+        if "sqlite" in v and "postgresql" in v:
+            ratios[k].append(v["postgresql"] / v["sqlite"])
+    return {k: (med(rs), rs) for k, rs in ratios.items()}
+
+
+def engines_smtp(smtp, targets):
+    """PostgreSQL beside SQLite: the relay's e2e rate on each, same round, same block."""
+    relay = [r for r in smtp if r.get("target") == "relay"]
+    ratios = per_round_ratio(relay, lambda r: (r.get("block"), int(r["conc"]), int(r["rcpts"])), "e2e_mps")
+    out = ["### 1c. PostgreSQL beside SQLite (issue \"one store contract, two engines\")", "",
+           "relay on PostgreSQL / relay on SQLite, e2e rate, per round (median, and each round).", "",
+           "| tracking | sessions | rcpt/mail | PostgreSQL / SQLite | rounds |", "|---|---:|---:|---:|---|"]
+    big = max((c for (_, c, _) in ratios), default=None)
+    for (block, conc, rcpts), (v, rs) in sorted(ratios.items()):
+        out.append(f"| {block} | {conc} | {rcpts} | {ratio_fmt(v, TARGET_PG)} | {', '.join(f'{x:.2f}' for x in rs)} |")
+        info = conc != big
+        targets.append((f"PostgreSQL / SQLite, SMTP tracking {block}, {rcpts} rcpt/mail, {conc} session(s)"
+                        + (" (info)" if info else ""), ratio_fmt(v, TARGET_PG), "–" if info else f">= {TARGET_PG}",
+                        "info" if info else verdict(v >= TARGET_PG)))
+    return out + [""]
 
 
 def rewrite_section(rows, notes, targets):
@@ -180,7 +230,7 @@ def rewrite_section(rows, notes, targets):
     return out
 
 
-def hits_section(rows, notes, targets):
+def hits_section(rows, notes, targets, default_store):
     hs = [r for r in rows if r.get("kind") == "hits"]
     out = heading("## 3. Hits server: pixel and click redirect vs nginx (issue \"Hits server\")", notes.get("hits", []))
     if not hs:
@@ -196,8 +246,10 @@ def hits_section(rows, notes, targets):
     ngx = {(r["endpoint"], r.get("rep")): r for r in hs if r["target"] == "nginx"}
     groups = defaultdict(list)
     for r in hs:
-        groups[(r["endpoint"], r["target"])].append(r)
-    for (endpoint, target), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "nginx")):
+        groups[(r["endpoint"], r["target"], "-" if r["target"] == "nginx" else r.get("store", default_store))].append(r)
+    stores = stores_of(hs, default_store)
+    for (endpoint, target, st), rs in sorted(groups.items(),
+                                             key=lambda kv: (kv[0][0], kv[0][1] != "nginx", kv[0][2] != "sqlite")):
         rr = []
         if target == "relay":
             for r in rs:
@@ -210,27 +262,57 @@ def hits_section(rows, notes, targets):
             status += ": " + next(r["error"] for r in rs if r.get("error"))[:100]
         stored = [r.get("stored") for r in rs]
         lost = [r.get("lost") for r in rs]
-        out.append(f"| {target} | {endpoint} | {spread([r.get('rps') for r in rs])} | "
+        shown = f"{target} ({STORE_NAMES.get(st, st)})" if target == "relay" and len(stores) > 1 else target
+        out.append(f"| {shown} | {endpoint} | {spread([r.get('rps') for r in rs])} | "
                    f"{spread([r.get('p50_ms') for r in rs], 2)} | {spread([r.get('p99_ms') for r in rs], 2)} | "
                    f"{sum(r.get('requests') or 0 for r in rs)} | "
                    f"{sum(s for s in stored if s is not None) if any(s is not None for s in stored) else '–'} | "
                    f"{sum(x for x in lost if x is not None) if any(x is not None for x in lost) else '–'} | "
                    f"{errors} | {fmt(med(rr), 2) if rr else '–'} | {status} |")
         if target == "relay":
+            on = f" on {STORE_NAMES.get(st, st)}" if len(stores) > 1 else ""
             ratio = med(rr)
             p99 = max((r["p99_ms"] for r in rs if r.get("p99_ms") is not None), default=None)
             lost_total = sum(x for x in lost if x is not None) if any(x is not None for x in lost) else None
-            targets.append((f"hits {endpoint}: relay rps / nginx rps", ratio_fmt(ratio, TARGET_HITS), f">= {TARGET_HITS}",
+            targets.append((f"hits {endpoint}: relay{on} rps / nginx rps", ratio_fmt(ratio, TARGET_HITS), f">= {TARGET_HITS}",
                             verdict(None if ratio is None else ratio >= TARGET_HITS)))
-            ngx_p99 = max((r["p99_ms"] for r in groups.get((endpoint, "nginx"), []) if r.get("p99_ms") is not None),
+            ngx_p99 = max((r["p99_ms"] for r in groups.get((endpoint, "nginx", "-"), []) if r.get("p99_ms") is not None),
                           default=None)
             context = f" (nginx, same rounds: {fmt(ngx_p99, 2)} ms)" if ngx_p99 is not None else ""
-            targets.append((f"hits {endpoint}: relay p99, worst run{context}", f"{fmt(p99, 2)} ms",
+            targets.append((f"hits {endpoint}: relay{on} p99, worst run{context}", f"{fmt(p99, 2)} ms",
                             f"<= {TARGET_P99} ms", verdict(None if p99 is None else p99 <= TARGET_P99)))
-            targets.append((f"hits {endpoint}: lost hits (requests - stored)", fmt(lost_total), "0",
+            targets.append((f"hits {endpoint}: relay{on}, lost hits (requests - stored)", fmt(lost_total), "0",
                             verdict(None if lost_total is None else lost_total == 0 and errors == 0)))
     out.append("")
+    if len(stores) == 2:
+        ratios = per_round_ratio([r for r in hs if r["target"] == "relay"], lambda r: r["endpoint"], "rps")
+        for endpoint, (v, rs) in sorted(ratios.items()):
+            targets.append((f"PostgreSQL / SQLite, hits {endpoint} rps (rounds: {', '.join(f'{x:.2f}' for x in rs)})",
+                            ratio_fmt(v, TARGET_PG), f">= {TARGET_PG}", verdict(v >= TARGET_PG)))
     return out
+
+
+def notify_section(rows, notes, targets, default_store):
+    ns = [r for r in rows if r.get("kind") == "notify"]
+    out = heading("## 4. Notifications under a flood of opens (issue \"notifications\")", notes.get("notify", []))
+    if not ns:
+        return out + ["", "no notify results", ""]
+    out += ["", f"wrk -c{ns[0]['conns']} -d{ns[0]['dur']} drives human opens on one copy; meanwhile {ns[0]['probes']} "
+                "people open other copies for the first time. latency = from the open's request to the signed "
+                "webhook's POST at a receiver started by the bench.", "",
+            "| store | p50 ms | p99 ms | max ms | notices sent | lost | pixel rps, webhook on / off | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in ns:
+        name = STORE_NAMES.get(r.get("store", default_store), r.get("store", default_store))
+        out.append(f"| {name} | {fmt(r.get('p50_ms'), 1)} | {fmt(r.get('p99_ms'), 1)} | {fmt(r.get('max_ms'), 1)} | "
+                   f"{r.get('sent', '–')} | {r.get('lost', '–')} | {fmt(r.get('rps_ratio'), 3)} | "
+                   f"{r['status']}{': ' + r['error'] if r.get('error') else ''} |")
+        p99, ratio, lost = r.get("p99_ms"), r.get("rps_ratio"), r.get("lost")
+        targets.append((f"{name}: notify open -> webhook p99", f"{fmt(p99, 1)} ms", f"<= {TARGET_NOTIFY_P99:g} ms",
+                        verdict(None if p99 is None else p99 <= TARGET_NOTIFY_P99 and lost == 0)))
+        targets.append((f"{name}: notify pixel rps, webhook on / off", ratio_fmt(ratio, TARGET_NOTIFY_RPS),
+                        f">= {TARGET_NOTIFY_RPS}", verdict(None if ratio is None else ratio >= TARGET_NOTIFY_RPS)))
+    return out + [""]
 
 
 def main() -> int:
@@ -244,12 +326,15 @@ def main() -> int:
     targets: list[tuple[str, str, str, str]] = []
     parts = env.get("parts", ["smtp", "rewrite", "hits"])
     body = []
+    store = env.get("store", "sqlite")  # results without a store label come from a run on this one
     if "smtp" in parts:
-        body += smtp_section(rows, notes, targets)
+        body += smtp_section(rows, notes, targets, store)
     if "rewrite" in parts:
         body += rewrite_section(rows, notes, targets)
     if "hits" in parts:
-        body += hits_section(rows, notes, targets)
+        body += hits_section(rows, notes, targets, store)
+    if "notify" in parts:
+        body += notify_section(rows, notes, targets, store)
     head = [f"# trackrelay bench — {env.get('date', '')}", "",
             f"{env.get('machine', '')}; load average before/after: {env.get('load_before', '?')} / "
             f"{env.get('load_after', '?')}. Commit {env.get('commit', '?')}. Knobs: {env.get('knobs', '')}.",
