@@ -103,6 +103,8 @@ class AdminConfig:
 class StoreConfig:
     url: str = setting("sqlite:///var/trackrelay.db",
                        "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user:pw@host/db")
+    connections: int = setting(
+        0, "PostgreSQL: the most connections each process opens (0: 4); leave 0 with SQLite")
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("upstream.auth", "expected relay or passthrough")
     _check_public_url("http.public_url", cfg.http.public_url)
     _check_public_url("admin.public_url", cfg.admin.public_url)
-    parse_store_url(cfg.store.url)
+    if parse_store_url(cfg.store.url).kind == "sqlite" and cfg.store.connections:
+        raise ConfigError("store.connections", "only for a postgresql:// store.url (SQLite has one writer)")
     if cfg.tracking.default_mode not in ("always", "opt-in", "off"):
         raise ConfigError("tracking.default_mode", "expected always, opt-in or off")
     if cfg.tracking.pixel_position not in ("top", "bottom"):

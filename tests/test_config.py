@@ -59,6 +59,8 @@ def test_file_then_environment(tmp_path):
     ('[tracking]\nrewrite_timeout = "soon"', "tracking.rewrite_timeout"),
     ('[admin]\npublic_url = "panel.example.com"', "admin.public_url"),
     ('[http]\nmax_connections_per_ip = -1', "http.max_connections_per_ip"),
+    ('[store]\nconnections = 4', "store.connections"),  # SQLite (the default url) has no pool
+    ('[store]\nurl = "postgresql://db/x"\nconnections = -1', "store.connections"),
     ('[smtp\nlisten=', "t.toml"),
 ])
 def test_bad_values_name_their_key(tmp_path, toml, key):

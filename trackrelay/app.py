@@ -58,7 +58,7 @@ class App:
         self.delivery_command = delivery_command if (
             not only and cfg.delivery.separate_process and cfg.upstream.auth != "passthrough") else None
         self.clock = clock
-        self.store = store or open_store(cfg.store.url)
+        self.store = store or open_store(cfg.store.url, cfg.store.connections)
         self.credentials = Credentials()
         self.servers: dict[str, asyncio.base_events.Server] = {}
         # in this process, or a child process with the same wake(), counts and stop()

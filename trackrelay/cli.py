@@ -177,7 +177,7 @@ async def _serve_as_child(app: Any) -> int:
 
 
 async def _with_store(cfg: Config, handler: Callable[[Store, Any], Awaitable[int]], args: Any) -> int:
-    store = open_store(cfg.store.url)
+    store = open_store(cfg.store.url, cfg.store.connections)
     await store.open()
     try:
         return await handler(store, args)

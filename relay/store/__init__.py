@@ -120,12 +120,13 @@ class Store(Protocol):
     async def imported(self) -> None: ...  # after the last import_rows: new ids continue after the copied ones
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, connections: int = 0) -> Store:
+    """connections: PostgreSQL's pool size per process (0: the backend's default)."""
     target: StoreTarget = parse_store_url(url)
     if target.kind == "sqlite":
         from relay.store.sqlite import SqliteStore
 
         return SqliteStore(target.path)
-    from relay.store.postgres import PostgresStore
+    from relay.store.postgres import DEFAULT_CONNECTIONS, PostgresStore
 
-    return PostgresStore(target.dsn)
+    return PostgresStore(target.dsn, max_connections=connections or DEFAULT_CONNECTIONS)

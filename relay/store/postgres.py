@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # any constant of our own: every node migrating the same database takes the same lock
 MIGRATION_LOCK = 0x7472_6163_6B72
 CONNECT_TIMEOUT = 10.0
+# Per process. More connections than busy statements only add server processes that take
+# turns on the same cores: on 2 cores, 4 instead of 10 cut PostgreSQL's CPU per mail by a
+# fifth (bench/README.md, "PostgreSQL beside SQLite"). Over a slow network more may pay.
+DEFAULT_CONNECTIONS = 4
 # an erased body stays in the table's pages until the table is rewritten (checkpoint())
 VACUUM_EVERY = 5.0
 # a bigger queue would hold the lock for seconds: it is rewritten once it has shrunk
@@ -61,7 +65,7 @@ def public_address(dsn: str) -> str:
 
 
 class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyMixin):
-    def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+    def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = DEFAULT_CONNECTIONS) -> None:
         self.dsn = dsn
         self._sizes = (min_connections, max_connections)
         self._pool: asyncpg.Pool | None = None

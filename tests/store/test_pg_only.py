@@ -10,6 +10,7 @@ import pytest
 from hits_helpers import wait_until
 from relay.errors import StoreUnavailable
 from relay.records import RecipientResult
+from relay.store import open_store
 from relay.store.postgres import PostgresStore
 from store.test_store import MARKER, message, stored_bytes
 
@@ -72,4 +73,25 @@ async def test_mail_of_one_sender_does_not_wait_for_another_mail_s_commit(pg_url
         assert await store.recent_sender_ips(user.id, 0) == {"192.0.2.7"}
     finally:
         await other.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("connections", [2, 6])
+async def test_store_connections_caps_each_process_s_pool(pg_url, connections):
+    """store.connections works: however many calls wait, no more connections are opened."""
+    store = open_store(pg_url, connections)
+    await store.open()
+    try:
+        user = await store.add_user("alice@example.com", "h")
+        await asyncio.gather(*(store.sending_context(user.id, ["bob@example.org"]) for _ in range(40)))
+        watcher = await asyncpg.connect(pg_url)
+        try:
+            opened = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await watcher.close()
+        assert 1 < opened <= connections
+        if connections > 2:
+            assert opened > 2  # the cap above is the key's, not a pool too small to open more
+    finally:
         await store.close()
