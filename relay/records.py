@@ -106,6 +106,7 @@ class ClaimedMessage:
     recipients: tuple[PendingRecipient, ...]
     links_saved: bool
     from_owned: bool = False
+    settled: tuple[str, ...] = ()  # the statuses of its recipients no longer pending (an earlier attempt's)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ class RecipientResult:
     status: str  # "sent", "deferred" or "bounced"
     detail: str = ""
     next_attempt_at: float | None = None  # for "deferred"
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    """What an attempt's results make of their message (relay/status.py message_outcome)."""
+
+    status: str  # the roll-up: "deferred", "sent", "partial" or "bounced"
+    next_attempt_at: float
+    sent: bool  # a recipient was sent to, in this attempt or an earlier one
+    erase_body: bool  # no recipient waits any more
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from relay.control import Choice
 from relay.policy import UserPolicy, erased_entry, privacy_lookups, with_sticky_choice
-from relay.records import RecipientResult
-from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.records import MessageOutcome, RecipientResult
+from relay.status import done_at, message_outcome, next_attempt_at, pending_count, roll_up
 
 
 def test_roll_up():
@@ -37,3 +37,25 @@ def test_privacy_lookups_are_each_address_its_erased_digest_and_its_domain():
          "@example.org", "@secret.example"],
         ["bob@example.org", "eve@secret.example"])
     assert privacy_lookups([]) == ([], [])
+
+
+def test_an_outcome_counts_the_settled_recipients_with_the_results():
+    deferred = RecipientResult(2, "deferred", "451 later", 70.0)
+    assert message_outcome((), [RecipientResult(1, "sent"), deferred], 10.0) == MessageOutcome(
+        "deferred", 70.0, sent=True, erase_body=False)
+    # the second attempt bounces the one deferred: partial, because the first one was sent
+    assert message_outcome(("sent",), [RecipientResult(2, "bounced", "550 no")], 80.0) == MessageOutcome(
+        "partial", 80.0, sent=True, erase_body=True)
+    assert message_outcome(("bounced",), [RecipientResult(2, "bounced")], 80.0) == MessageOutcome(
+        "bounced", 80.0, sent=False, erase_body=True)
+    assert message_outcome(("bounced", "sent"), [RecipientResult(3, "sent")], 80.0) == MessageOutcome(
+        "partial", 80.0, sent=True, erase_body=True)
+    assert message_outcome(("sent",), [RecipientResult(2, "sent")], 80.0) == MessageOutcome(
+        "sent", 80.0, sent=True, erase_body=True)
+
+
+def test_an_outcome_waits_while_any_recipient_does():
+    later = [RecipientResult(2, "deferred", "", 500.0), RecipientResult(3, "deferred", "", 300.0)]
+    assert message_outcome(("bounced",), later, 80.0) == MessageOutcome("deferred", 300.0, sent=False,
+                                                                        erase_body=False)
+    assert message_outcome(("sent", "sent"), later, 80.0).sent
