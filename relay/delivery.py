@@ -23,7 +23,9 @@ from relay.notice import copy_notice
 from relay.rewrite import RewritePlan
 from relay.rewrite_pool import RewritePool
 from relay.credentials import Credentials
-from relay.records import ClaimedMessage, CopyRef, NewMessage, NewRecipient, PendingRecipient, RecipientResult
+from relay.records import (ClaimedMessage, CopyRef, MessageOutcome, NewMessage, NewRecipient, PendingRecipient,
+                           RecipientResult)
+from relay.status import message_outcome
 from relay.upstream import SendOutcome, Upstream
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ class DeliveryStore(Protocol):
 
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]: ...
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None: ...
-    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+    # outcome: relay.status.message_outcome of the results and the claim's settled statuses
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str: ...
     async def renew(self, worker: str, until: float) -> None: ...
     async def release(self, worker: str) -> None: ...
@@ -274,8 +277,11 @@ class DeliveryWorker:
         now = self.clock()
         for r in results:
             self.counts[r.status] += 1
+        # the outcome counts on one result per pending recipient: one missing would erase the body it waits for
+        if sorted(r.recipient_id for r in results) != sorted(r.id for r in m.recipients):
+            raise RuntimeError(f"{m.queue_id}: the results are not one per pending recipient")
         dsn = self._dsn_for(m, results, now)
-        return await self.store.finish(m.id, results, now, note, dsn=dsn)
+        return await self.store.finish(m.id, results, message_outcome(m.settled, results, now), now, note, dsn=dsn)
 
     def _dsn_for(self, m: ClaimedMessage, results: list[RecipientResult], now: float) -> NewMessage | None:
         bounced = [r for r in results if r.status == "bounced"]

@@ -12,6 +12,7 @@ from relay.control import Choice
 from relay.policy import UserPolicy
 from relay.notify_rules import attempt_result
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult, WebhookSpec
+from relay.status import message_outcome
 from relay.webhook_client import PostResult
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
@@ -40,7 +41,8 @@ async def filled_sqlite(path: Path) -> SqliteStore:
     sent = await store.spool(mail("SENT", alice.id, T0))
     [m] = await store.claim("w", T0, 1, 60)
     await store.save_links(sent, [(0, "https://example.com/a")])
-    await store.finish(sent, [RecipientResult(r.id, "sent") for r in m.recipients], T0 + 1)
+    results = [RecipientResult(r.id, "sent") for r in m.recipients]
+    await store.finish(sent, results, message_outcome(m.settled, results, T0 + 1), T0 + 1)
     await store.add_webhook(alice.id, WebhookSpec("https://hooks.example/x"), "whsec", T0)
     copy = await store.copy_target("tok-SENT")
     await store.record_hits([NewEvent(copy.copy_id, sent, "click", T0 + 60, 0, "203.0.113.0", "UA", "human")])

@@ -11,7 +11,7 @@ from relay.config import StoreTarget, parse_store_url
 from relay.policy import PrivacyRules, UserPolicy
 from relay.store.queries import Cursor
 from relay.records import (
-    ApiToken, CapturedCopy,
+    ApiToken, CapturedCopy, MessageOutcome,
     User, NewMessage, ClaimedMessage, RecipientResult, CopyTarget, NewEvent, MessageReport, Notification, PanelSession,
     ClaimedDelivery, DeliveryReport, DeliveryResult, NewDelivery, Webhook, WebhookSpec,
     ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, UserChanges,
@@ -46,7 +46,9 @@ class Store(Protocol):
     async def spool(self, msg: NewMessage) -> int: ...
     async def claim(self, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]: ...
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None: ...
-    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+    # results: one per recipient the claim found pending; outcome: relay.status.message_outcome of
+    # them and the claim's settled statuses, applied as is (the engines hold no rule); returns its status
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str: ...
     async def renew(self, worker: str, until: float) -> None: ...  # the worker's claims, leased until then
     async def release(self, worker: str) -> None: ...

@@ -25,6 +25,7 @@ from relay.records import (
     CapturedCopy,
     ClaimedMessage,
     CopyTarget,
+    MessageOutcome,
     NewMessage,
     RecipientResult,
     User,
@@ -272,17 +273,18 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
             " UPDATE messages SET links_saved = TRUE WHERE id = $1",
             message_id, [pos for pos, _ in links], [url for _, url in links])
 
-    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
-        async with self._conn(transaction=True) as c:
-            if dsn is not None:  # in the same transaction: a bounce is never lost nor sent twice
+        # one statement is its own transaction; a DSN makes it two in one: a bounce is never lost nor sent twice
+        async with self._conn(transaction=dsn is not None) as c:
+            if dsn is not None:
                 await _spool(c, dsn)
-            status, erased = await finish_message(c, message_id, results, now, rewrite_note)
+            erased = await finish_message(c, message_id, results, outcome, now, rewrite_note)
         if erased:
             self._erased_since_vacuum = True
             if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
                 await self.checkpoint()
-        return status
+        return outcome.status
 
     async def lock_holders(self) -> set[str]:
         return {r[0] for r in await self._fetch(

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import asyncpg
 
-from relay.records import ClaimedMessage, CopyRef, NewMessage, PendingRecipient, RecipientResult
-from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.records import ClaimedMessage, CopyRef, MessageOutcome, NewMessage, PendingRecipient, RecipientResult
+from relay.status import done_at
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,17 @@ m AS (UPDATE messages m SET locked_by = $3, locked_until = $4 FROM due WHERE m.i
 SELECT m.*, b.data AS body, ARRAY(
     SELECT (r.id, r.address, r.attempts, r.copy_id, k.token, k.recipient, k.opens, k.clicks, k.text_links)
     FROM recipients r LEFT JOIN copies k ON k.id = r.copy_id
-    WHERE r.message_id = m.id AND r.status IN ('queued', 'deferred') ORDER BY r.id) AS pending
+    WHERE r.message_id = m.id AND r.status IN ('queued', 'deferred') ORDER BY r.id) AS pending, ARRAY(
+    SELECT r.status FROM recipients r
+    WHERE r.message_id = m.id AND r.status NOT IN ('queued', 'deferred') ORDER BY r.id) AS settled
 FROM m LEFT JOIN bodies b ON b.message_id = m.id
 ORDER BY m.next_attempt_at, m.id
 """
 
 
 def _claimed(row: asyncpg.Record) -> ClaimedMessage | None:
-    """A row of _CLAIM; its pending recipients come as (id, address, attempts, copy columns...)."""
+    """A row of _CLAIM; its pending recipients come as (id, address, attempts, copy columns...),
+    the others as their statuses (for relay/status.py message_outcome)."""
     if row["body"] is None:  # cannot happen while recipients are pending; never deliver nothing
         log.error("message %s has pending recipients but no body", row["queue_id"])
         return None
@@ -87,33 +90,29 @@ def _claimed(row: asyncpg.Record) -> ClaimedMessage | None:
                          None if copy_id is None else CopyRef(copy_id, token, recipient, opens, clicks, text_links))
         for rid, address, attempts, copy_id, token, recipient, opens, clicks, text_links in row["pending"])
     return ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"], row["received_at"],
-                          bytes(row["body"]), pending, row["links_saved"], row["from_owned"])
+                          bytes(row["body"]), pending, row["links_saved"], row["from_owned"],
+                          settled=tuple(row["settled"]))
 
 
-# A result's recipient, and its copy if it was sent; then the message's recipients per status,
-# counted after the update (a statement does not see its own changes: upd has the new ones).
+# The attempt's results on their recipients (and on the copies sent) and its outcome on the
+# message, whose body goes once no recipient waits: one statement, one round trip. A recipient
+# row gone meanwhile is just not updated: a privacy erasure may delete the settled recipients of
+# a queued mail (relay/privacy.py plan_erasure), and the outcome counts them as claimed.
 # "r.message_id = $1" also lets PostgreSQL keep one plan for it: without it, its cost guess for
 # a parameter array (ten rows) made it plan the statement anew on every call.
-_FINISH_RECIPIENTS = """
+_FINISH = """
 WITH res AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::float8[]) AS t(id, status, detail, done_at)),
 upd AS (
     UPDATE recipients r SET status = res.status, attempts = r.attempts + 1, detail = res.detail, done_at = res.done_at
     FROM res WHERE r.message_id = $1 AND r.id = res.id RETURNING r.status, r.copy_id),
 sent AS (
     UPDATE copies SET delivered_at = COALESCE(delivered_at, $6)
-    WHERE id IN (SELECT copy_id FROM upd WHERE status = 'sent'))
-SELECT status, count(*) FROM (
-    SELECT status FROM upd
-    UNION ALL SELECT status FROM recipients WHERE message_id = $1 AND id <> ALL($2::bigint[])) s
-GROUP BY status
-"""
-# The message's roll-up, and its body erased once no recipient waits
-_FINISH_MESSAGE = """
-WITH m AS (
-    UPDATE messages SET status = $1, next_attempt_at = $2, locked_by = NULL, locked_until = NULL,
-        sent_at = CASE WHEN $3::boolean THEN COALESCE(sent_at, $4) ELSE sent_at END,
-        rewrite_note = COALESCE($5, rewrite_note) WHERE id = $6),
-gone AS (DELETE FROM bodies WHERE message_id = $6 AND $7::boolean RETURNING 1)
+    WHERE id IN (SELECT copy_id FROM upd WHERE status = 'sent')),
+m AS (
+    UPDATE messages SET status = $7, next_attempt_at = $8, locked_by = NULL, locked_until = NULL,
+        sent_at = CASE WHEN $9::boolean THEN COALESCE(sent_at, $6) ELSE sent_at END,
+        rewrite_note = COALESCE($10, rewrite_note) WHERE id = $1),
+gone AS (DELETE FROM bodies WHERE message_id = $1 AND $11::boolean RETURNING 1)
 SELECT count(*) FROM gone
 """
 
@@ -125,13 +124,10 @@ async def claim_messages(c: asyncpg.Connection, worker: str, now: float, limit: 
     return [m for m in map(_claimed, rows) if m is not None]
 
 
-async def finish_message(c: asyncpg.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
-                  rewrite_note: str | None) -> tuple[str, bool]:
-    counts = {r[0]: r[1] for r in await c.fetch(
-        _FINISH_RECIPIENTS, message_id, [r.recipient_id for r in results], [r.status for r in results],
-        [r.detail for r in results], [done_at(r.status, now) for r in results], now)}
-    status = roll_up(counts)
-    erased = await c.fetchval(
-        _FINISH_MESSAGE, status, next_attempt_at(results, now), bool(counts.get("sent")), now, rewrite_note,
-        message_id, not pending_count(counts))
-    return status, erased > 0
+async def finish_message(c: asyncpg.Connection, message_id: int, results: Sequence[RecipientResult],
+                         outcome: MessageOutcome, now: float, rewrite_note: str | None) -> bool:
+    """Whether the message's body was erased."""
+    return await c.fetchval(
+        _FINISH, message_id, [r.recipient_id for r in results], [r.status for r in results],
+        [r.detail for r in results], [done_at(r.status, now) for r in results], now,
+        outcome.status, outcome.next_attempt_at, outcome.sent, rewrite_note, outcome.erase_body) > 0

@@ -19,13 +19,14 @@ from relay.records import (
     ClaimedMessage,
     CopyRef,
     CopyTarget,
+    MessageOutcome,
     NewMessage,
     PendingRecipient,
     RecipientResult,
     User,
     UserChanges,
 )
-from relay.status import done_at, next_attempt_at, pending_count, roll_up
+from relay.status import done_at
 from relay.store.queries import user_changes_sql
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_privacy import PrivacyMixin
@@ -216,18 +217,17 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
 
         await self._runner.write(job)
 
-    async def finish(self, message_id: int, results: Sequence[RecipientResult], now: float,
+    async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
-        def job(c: sqlite3.Connection) -> tuple[str, bool]:
+        def job(c: sqlite3.Connection) -> bool:
             if dsn is not None:  # in the same transaction: a bounce is never lost nor sent twice
                 _spool(c, dsn)
-            return _finish(c, message_id, results, now, rewrite_note)
+            return _finish(c, message_id, results, outcome, now, rewrite_note)
 
-        status, erased = await self._runner.write(job)
-        if erased:
+        if await self._runner.write(job):
             self._erased_since_checkpoint = True
             await self._checkpoint_due()
-        return status
+        return outcome.status
 
     async def lock_holders(self) -> set[str]:
         return await self._runner.read(
@@ -429,14 +429,20 @@ def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: fl
         if body is None:  # cannot happen while recipients are pending; never deliver nothing
             log.error("message %s has pending recipients but no body", row["queue_id"])
             continue
+        settled = tuple(r[0] for r in c.execute(
+            "SELECT status FROM recipients WHERE message_id = ? AND status NOT IN ('queued', 'deferred') ORDER BY id",
+            (row["id"],)))
         claimed.append(ClaimedMessage(row["id"], row["queue_id"], row["user_id"], row["mail_from"],
                                       row["received_at"], bytes(body[0]), recipients,
-                                      bool(row["links_saved"]), bool(row["from_owned"])))
+                                      bool(row["links_saved"]), bool(row["from_owned"]), settled=settled))
     return claimed
 
 
-def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientResult], now: float,
-            rewrite_note: str | None) -> tuple[str, bool]:
+def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome,
+            now: float, rewrite_note: str | None) -> bool:
+    """Whether the message's body was erased. A recipient row gone meanwhile is just not updated:
+    a privacy erasure may delete the settled recipients of a queued mail (relay/privacy.py
+    plan_erasure), and the outcome counts them as claimed."""
     for r in results:
         c.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, detail = ?, done_at = ? WHERE id = ?",
@@ -446,20 +452,13 @@ def _finish(c: sqlite3.Connection, message_id: int, results: Sequence[RecipientR
             c.execute(
                 "UPDATE copies SET delivered_at = COALESCE(delivered_at, ?) WHERE id ="
                 " (SELECT copy_id FROM recipients WHERE id = ?)", (now, r.recipient_id))
-    counts = {row[0]: row[1] for row in c.execute(
-        "SELECT status, COUNT(*) FROM recipients WHERE message_id = ? GROUP BY status", (message_id,))}
-    pending = pending_count(counts)
-    status = roll_up(counts)
     c.execute(
         "UPDATE messages SET status = ?, next_attempt_at = ?, locked_by = NULL, locked_until = NULL,"
-        " sent_at = CASE WHEN ? > 0 THEN COALESCE(sent_at, ?) ELSE sent_at END,"
+        " sent_at = CASE WHEN ? THEN COALESCE(sent_at, ?) ELSE sent_at END,"
         " rewrite_note = COALESCE(?, rewrite_note) WHERE id = ?",
-        (status, next_attempt_at(results, now), counts.get("sent", 0), now, rewrite_note, message_id),
+        (outcome.status, outcome.next_attempt_at, outcome.sent, now, rewrite_note, message_id),
     )
-    erased = False
-    if not pending:
-        erased = c.execute("DELETE FROM bodies WHERE message_id = ?", (message_id,)).rowcount > 0
-    return status, erased
+    return outcome.erase_body and c.execute("DELETE FROM bodies WHERE message_id = ?", (message_id,)).rowcount > 0
 
 
 # through the message, whose recipients are indexed (copy_id is not)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from relay.policy import UserPolicy
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
+from relay.status import message_outcome
 from relay.store import Store
 
 T0 = 1_800_000_000.0
@@ -22,7 +23,8 @@ async def sent_message(store: Store, user_id: int, rcpts=("bob@example.org", "ca
         recipients=recipients, copies=copies, track_opens=True, track_clicks=True))
     [claimed] = await store.claim("w", T0, 10, 60)
     await store.save_links(mid, [(0, "https://example.com/a"), (1, "https://example.com/b")])
-    await store.finish(mid, [RecipientResult(r.id, "sent") for r in claimed.recipients], T0 + 1)
+    results = [RecipientResult(r.id, "sent") for r in claimed.recipients]
+    await store.finish(mid, results, message_outcome(claimed.settled, results, T0 + 1), T0 + 1)
     return mid
 
 

@@ -10,6 +10,7 @@ import pytest
 from hits_helpers import wait_until
 from relay.errors import StoreUnavailable
 from relay.records import RecipientResult
+from relay.status import message_outcome
 from relay.store import open_store
 from relay.store.postgres import PostgresStore
 from store.test_store import MARKER, message, stored_bytes
@@ -24,7 +25,8 @@ async def test_a_big_backlog_is_rewritten_once_it_has_shrunk(pg_url):
         await store.spool(message("WAITING", user.id, at=time.time() + 3600, body=b"Subject: w\r\n\r\nlater\r\n"))
         mid = await store.spool(message("Q1", user.id))
         [m] = await store.claim("w", time.time(), 10, 60)
-        await store.finish(mid, [RecipientResult(m.recipients[0].id, "sent")], time.time())
+        results, now = [RecipientResult(m.recipients[0].id, "sent")], time.time()
+        await store.finish(mid, results, message_outcome(m.settled, results, now), now)
         await store.checkpoint()
         assert store.erasure_pending  # only a plain VACUUM ran: the rewrite is still owed
         store.full_rewrite_max = 64 << 20

@@ -9,6 +9,7 @@ import asyncpg
 from relay.policy import ERASED_PREFIX, decide, erased_entry, UserPolicy
 from relay.control import MessageControl
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, PrivacyRecord, RecipientResult, WebhookSpec
+from relay.status import message_outcome
 from relay.store import Store
 from tests.store.test_hit_store import T0
 
@@ -33,7 +34,8 @@ async def mail(store: Store, user_id: int, queue_id: str, rcpts: tuple[str, ...]
     if deliver:
         [claimed] = [m for m in await store.claim("w", at, 10, 60) if m.id == mid]
         await store.save_links(mid, [(0, "https://example.com/a"), (1, f"https://example.com/u?who={rcpts[0]}")])
-        await store.finish(mid, [RecipientResult(r.id, "sent") for r in claimed.recipients], at + 1)
+        results = [RecipientResult(r.id, "sent") for r in claimed.recipients]
+        await store.finish(mid, results, message_outcome(claimed.settled, results, at + 1), at + 1)
     return mid, copy_ids
 
 
