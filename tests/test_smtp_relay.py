@@ -216,6 +216,24 @@ async def test_5xx_bounces_with_a_dsn_from_the_null_sender(sink, start_app, tmp_
     await wait_status(app, 1, "partial")
 
 
+@both_engines
+async def test_a_retry_that_bounces_the_deferred_recipient_rolls_up_to_partial(sink, start_app, tmp_path):
+    sink.rcpt_replies = {"carol@example.org": "451 4.3.0 try later"}
+    app = await relay_to(sink, start_app, tmp_path)
+    await send(app.port("smtp"), simple_mail(), rcpts=["bob@example.org", "carol@example.org"])
+    [first] = await sink.wait_for(1)
+    assert first.rcpt_tos == ["bob@example.org"]
+    assert (await wait_status(app, 1, "deferred"))["has_body"]  # carol still waits for it
+    sink.rcpt_replies = {"carol@example.org": "550 5.1.1 no such user"}
+    # the retry knows bob was sent only from its claim: the partial roll-up and the body's erasure need it
+    row = await wait_status(app, 1, "partial")
+    assert [(r["address"], r["status"]) for r in row["recipients"]] == [
+        ("bob@example.org", "sent"), ("carol@example.org", "bounced")]
+    assert not row["has_body"] and row["sent_at"] is not None
+    [dsn] = (await sink.wait_for(2))[1:]
+    assert dsn.mail_from == "" and b"carol@example.org" in dsn.data
+
+
 async def test_null_sender_mail_never_gets_a_dsn(sink, start_app, tmp_path):
     sink.rcpt_replies = {"alice@example.com": "550 5.1.1 no such user",
                          "gone@example.org": "550 5.1.1 no such user"}
