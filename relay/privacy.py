@@ -97,6 +97,13 @@ def plan_erasure(rows: Sequence[RecipientRow]) -> ErasurePlan:
     )
 
 
+def erase_links(urls: Sequence[str | None], address: str) -> tuple[list[str | None], int]:
+    """A shared message's link list without the URLs naming the (lowercase) address, and how
+    many went. An erased link becomes a gap: the positions of the others are in sent mail."""
+    named = [url is not None and address in url.lower() for url in urls]
+    return [None if gone else url for gone, url in zip(named, urls)], sum(named)
+
+
 def subject_json(data: SubjectData, now: float) -> dict:
     """The access request's answer (`trackrelay export`, GET /api/v1/privacy/subjects/<address>)."""
     return {

@@ -101,3 +101,12 @@ def test_erasure_removes_mail_to_them_alone_whole_and_only_their_part_of_shared_
     ])
     assert (plan.whole, plan.shared, plan.own_copies) == ([10], [11, 12, 13], [101])
     assert (plan.recipient_ids, plan.still_queued) == ([1, 2, 3, 4], 1)
+
+
+def test_an_erased_link_leaves_a_gap_so_the_others_keep_their_positions():
+    from relay.privacy import erase_links
+
+    urls = ["https://a.example/", None, "https://b.example/?to=Bob@Example.org", "https://c.example/"]
+    assert erase_links(urls, "bob@example.org") == (
+        ["https://a.example/", None, None, "https://c.example/"], 1)
+    assert erase_links(urls, "carol@example.org") == (urls, 0)
