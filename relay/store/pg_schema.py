@@ -223,4 +223,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN language TEXT NOT NULL DEFAULT '';
     ALTER TABLE users ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
     """,
+    # 9: a message's links are one row, their URLs an array (element i is position i, NULL for
+    # a gap: no position moves); the row says they were saved, so messages.links_saved goes
+    """
+    ALTER TABLE links RENAME TO link_rows;
+    ALTER INDEX links_pkey RENAME TO link_rows_pkey;
+    ALTER TABLE link_rows RENAME CONSTRAINT links_message_id_fkey TO link_rows_message_id_fkey;
+    CREATE TABLE links (
+        message_id BIGINT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        urls TEXT[] NOT NULL
+    );
+    INSERT INTO links (message_id, urls)
+    SELECT m.message_id, array_agg(r.url ORDER BY p.position)
+    FROM (SELECT message_id, max(position) AS last FROM link_rows GROUP BY message_id) m
+    CROSS JOIN LATERAL generate_series(0, m.last) AS p(position)
+    LEFT JOIN link_rows r ON r.message_id = m.message_id AND r.position = p.position
+    GROUP BY m.message_id;
+    INSERT INTO links (message_id, urls)
+    SELECT id, '{}' FROM messages m WHERE links_saved AND NOT EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id);
+    DROP TABLE link_rows;
+    ALTER TABLE messages DROP COLUMN links_saved;
+    """,
 ]

@@ -32,6 +32,7 @@ from relay.records import (
     UserChanges,
 )
 from relay.store.queries import user_changes_sql
+from relay.store.link_lists import by_position, url_list
 from relay.store.pg_rows import affected
 from relay.store.pg_schema import MIGRATIONS
 from relay.store.postgres_privacy import PgPrivacyMixin
@@ -267,11 +268,9 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
             return await claim_messages(c, worker, now, limit, lease)
 
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
-        await self._execute(
-            "WITH l AS (INSERT INTO links (message_id, position, url)"
-            " SELECT $1, * FROM unnest($2::int[], $3::text[]) ON CONFLICT DO NOTHING)"
-            " UPDATE messages SET links_saved = TRUE WHERE id = $1",
-            message_id, [pos for pos, _ in links], [url for _, url in links])
+        # the first save stays: a retry's rewrite must not move what sent mail points at
+        await self._execute("INSERT INTO links (message_id, urls) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            message_id, url_list(links))
 
     async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
@@ -327,15 +326,14 @@ class PostgresStore(PgReportsMixin, PgWebhooksMixin, PgTransferMixin, PgPrivacyM
     # hits
 
     async def copy_target(self, token: str) -> CopyTarget | None:
-        async with self._conn() as c:
-            row = await c.fetchrow(
-                "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id FROM copies k"
-                " JOIN messages m ON m.id = k.message_id WHERE k.token = $1", token)
-            if row is None:
-                return None
-            links = {r[0]: r[1] for r in await c.fetch(
-                "SELECT position, url FROM links WHERE message_id = $1", row["message_id"])}
-        return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"], row["delivered_at"], links)
+        row = await self._fetchrow(
+            "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id, l.urls FROM copies k"
+            " JOIN messages m ON m.id = k.message_id LEFT JOIN links l ON l.message_id = k.message_id"
+            " WHERE k.token = $1", token)
+        if row is None:
+            return None
+        return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"], row["delivered_at"],
+                          by_position(row["urls"]))
 
     async def copy_recipients(self, copy_id: int) -> list[str]:
         # through the message, whose recipients are indexed (copy_id is not)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, AsyncContextManager, Sequence
 import asyncpg
 
 from relay.policy import erased_entry
-from relay.privacy import RecipientRow, plan_erasure
+from relay.privacy import RecipientRow, erase_links, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
 from relay.store.pg_rows import affected
 
@@ -107,8 +107,8 @@ class PgPrivacyMixin:
                     " WHERE lower(r.address) = $1 ORDER BY m.received_at, m.id", address):
                 events = tuple(SubjectEvent(e["type"], e["at"], e["class"], e["ip"], e["user_agent"], e["url"],
                                             shared=r["copy_recipient"] is None) for e in await c.fetch(
-                    "SELECT e.type, e.at, e.class, e.ip, e.user_agent, l.url FROM events e"
-                    " LEFT JOIN links l ON l.message_id = e.message_id AND l.position = e.position"
+                    "SELECT e.type, e.at, e.class, e.ip, e.user_agent, l.urls[e.position + 1] AS url FROM events e"
+                    " LEFT JOIN links l ON l.message_id = e.message_id"
                     " WHERE e.copy_id = $1 ORDER BY e.at, e.id", r["copy_id"]))
                 mails.append(SubjectMail(r["id"], r["message_id"], r["subject"], r["mail_from"], r["received_at"],
                                          r["status"], r["done_at"], r["track_opens"], r["track_clicks"], events))
@@ -166,12 +166,14 @@ async def _retire_links(c: asyncpg.Connection, message_ids: Sequence[int]) -> No
     """Links in purged mail keep redirecting: the URLs by the message's queue id, its copies' tokens to it."""
     if not message_ids:
         return
-    await c.execute("INSERT INTO retired_links (queue_id, position, url) SELECT m.queue_id, l.position, l.url"
-                    " FROM links l JOIN messages m ON m.id = l.message_id WHERE l.message_id = ANY($1::bigint[])"
-                    " ON CONFLICT DO NOTHING", message_ids)
+    # a link list's element i is position i (arrays count from 1); NULL elements are gaps
+    await c.execute("INSERT INTO retired_links (queue_id, position, url) SELECT m.queue_id, u.n - 1, u.url"
+                    " FROM links l JOIN messages m ON m.id = l.message_id, unnest(l.urls) WITH ORDINALITY u(url, n)"
+                    " WHERE l.message_id = ANY($1::bigint[]) AND u.url IS NOT NULL ON CONFLICT DO NOTHING",
+                    message_ids)
     await c.execute("INSERT INTO retired_tokens (token, queue_id) SELECT c.token, m.queue_id"
                     " FROM copies c JOIN messages m ON m.id = c.message_id WHERE c.message_id = ANY($1::bigint[])"
-                    " AND EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id) ON CONFLICT DO NOTHING",
+                    " AND EXISTS (SELECT 1 FROM retired_links r WHERE r.queue_id = m.queue_id) ON CONFLICT DO NOTHING",
                     message_ids)
 
 
@@ -182,6 +184,18 @@ async def _delete_messages(c: asyncpg.Connection, ids: Sequence[int], *, with_ca
     if with_captured:
         await c.execute("DELETE FROM captured WHERE message_id = ANY($1::bigint[])", ids)
     return affected(await c.execute("DELETE FROM messages WHERE id = ANY($1::bigint[])", ids))
+
+
+async def _erase_links(c: asyncpg.Connection, message_ids: Sequence[int], address: str) -> int:
+    """The URLs naming the address in these messages' link lists become gaps; returns how many."""
+    erased = 0
+    for message_id, urls in await c.fetch("SELECT message_id, urls FROM links WHERE message_id = ANY($1::bigint[])"
+                                          " FOR UPDATE", message_ids):
+        kept, gone = erase_links(urls, address)
+        if gone:
+            await c.execute("UPDATE links SET urls = $1 WHERE message_id = $2", kept, message_id)
+            erased += gone
+    return erased
 
 
 async def _erase(c: asyncpg.Connection, address: str, keep_trackable: bool, now: float) -> ErasureCounts:
@@ -198,8 +212,7 @@ async def _erase(c: asyncpg.Connection, address: str, keep_trackable: bool, now:
         "DELETE FROM notifications WHERE message_id = ANY($1::bigint[]) AND (lower(recipient) = $2"
         " OR strpos(lower(text), $2) > 0)", shared, address))
     notifications += await c.fetchval("SELECT count(*) FROM notifications WHERE message_id = ANY($1::bigint[])", whole)
-    links = affected(await c.execute("DELETE FROM links WHERE message_id = ANY($1::bigint[])"
-                                   " AND strpos(lower(url), $2) > 0", shared, address))
+    links = await _erase_links(c, shared, address)
     links += affected(await c.execute("DELETE FROM retired_links WHERE strpos(lower(url), $1) > 0", address))
     copies = affected(await c.execute("DELETE FROM copies WHERE id = ANY($1::bigint[])", own_copies))
     recipients = affected(await c.execute("DELETE FROM recipients WHERE id = ANY($1::bigint[])",

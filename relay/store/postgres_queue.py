@@ -68,7 +68,7 @@ WITH due AS (
     SELECT id FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $1
     AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 m AS (UPDATE messages m SET locked_by = $3, locked_until = $4 FROM due WHERE m.id = due.id RETURNING m.*)
-SELECT m.*, b.data AS body, ARRAY(
+SELECT m.*, EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id) AS links_saved, b.data AS body, ARRAY(
     SELECT (r.id, r.address, r.attempts, r.copy_id, k.token, k.recipient, k.opens, k.clicks, k.text_links)
     FROM recipients r LEFT JOIN copies k ON k.id = r.copy_id
     WHERE r.message_id = m.id AND r.status IN ('queued', 'deferred') ORDER BY r.id) AS pending, ARRAY(

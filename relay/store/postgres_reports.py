@@ -19,6 +19,7 @@ from relay.records import (
     User,
 )
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.link_lists import by_position
 from relay.store.queries import Cursor, message_list_sql
 from relay.store.postgres_webhooks import enabled_webhooks, insert_deliveries
 
@@ -149,9 +150,9 @@ async def _record_hits(c: asyncpg.Connection, events: Sequence[NewEvent]) -> int
         "SELECT p.copy_id, p.cls FROM unnest($1::bigint[], $2::text[]) AS p (copy_id, cls) WHERE EXISTS"
         " (SELECT 1 FROM events e WHERE e.copy_id = p.copy_id AND e.type = 'open' AND e.class = p.cls)",
         [k for k, _ in pairs], [cls for _, cls in pairs])}
-    links = {(r[0], r[1]): r[2] for r in await c.fetch(
-        "SELECT message_id, position, url FROM links WHERE message_id = ANY($1::bigint[])",
-        sorted({f.message_id for f in copies.values()}))}
+    rows = await c.fetch("SELECT message_id, urls FROM links WHERE message_id = ANY($1::bigint[])",
+                         sorted({f.message_id for f in copies.values()}))
+    links = {(mid, pos): url for mid, urls in rows for pos, url in by_position(urls).items()}
     owners = sorted({f.user_id for f in copies.values() if f.user_id is not None})
     plan = plan_hits(events, copies, opened, links, await enabled_webhooks(c, owners))
     await insert_events(c, plan.events)
@@ -196,17 +197,15 @@ async def _with_details(c: asyncpg.Connection, report: MessageReport, max_events
     clicks = {r[0]: (int(r[1]), int(r[2])) for r in await c.fetch(
         "SELECT position, COUNT(*), COUNT(*) FILTER (WHERE class = 'human') FROM events"
         " WHERE message_id = $1 AND type = 'click' GROUP BY position", report.id)}
-    links = tuple(
-        LinkReport(r["position"], r["url"], *clicks.get(r["position"], (0, 0)))
-        for r in await c.fetch("SELECT position, url FROM links WHERE message_id = $1 ORDER BY position", report.id)
-    )
+    urls = await c.fetchval("SELECT urls FROM links WHERE message_id = $1", report.id)
+    links = tuple(LinkReport(pos, url, *clicks.get(pos, (0, 0))) for pos, url in by_position(urls).items())
     events = tuple(
         EventReport(r["type"], r["at"], r["recipient"], r["url"], r["ip"], r["user_agent"], r["class"], r["implied"])
         for r in await c.fetch(
             "SELECT e.type, e.at, e.ip, e.user_agent, e.class, e.implied, k.recipient,"
-            " CASE WHEN e.type = 'click' THEN l.url END AS url FROM events e"
+            " CASE WHEN e.type = 'click' THEN l.urls[e.position + 1] END AS url FROM events e"  # arrays count from 1
             " JOIN copies k ON k.id = e.copy_id"
-            " LEFT JOIN links l ON l.message_id = e.message_id AND l.position = e.position"
+            " LEFT JOIN links l ON l.message_id = e.message_id"
             " WHERE e.message_id = $1 ORDER BY e.at, e.id LIMIT $2", report.id, max_events)
     )
     return replace(report, links=links, events=events)

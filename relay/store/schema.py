@@ -226,4 +226,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN language TEXT NOT NULL DEFAULT '';
     ALTER TABLE users ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
     """,
+    # 9: a message's links are one row, their URLs a JSON array (relay/store/link_lists.py):
+    # saving a mail's links is one insert instead of one per link. Element i is position i,
+    # null where a position has no link (a click URL carries the position, so none moves).
+    # The row says the links were saved (an empty array: a mail without links), so
+    # messages.links_saved goes. The array is built position by position (json_group_array
+    # promises no order).
+    """
+    ALTER TABLE links RENAME TO link_rows;
+    CREATE TABLE links (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        urls TEXT NOT NULL
+    );
+    INSERT INTO links (message_id, urls)
+    WITH RECURSIVE built(message_id, last, next, urls) AS (
+        SELECT message_id, max(position), 0, '[]' FROM link_rows GROUP BY message_id
+        UNION ALL
+        SELECT b.message_id, b.last, b.next + 1, json_insert(b.urls, '$[#]', (SELECT r.url FROM link_rows r
+            WHERE r.message_id = b.message_id AND r.position = b.next))
+        FROM built b WHERE b.next <= b.last)
+    SELECT message_id, urls FROM built WHERE next > last;
+    INSERT INTO links (message_id, urls)
+    SELECT id, '[]' FROM messages WHERE links_saved AND id NOT IN (SELECT message_id FROM links);
+    DROP TABLE link_rows;
+    ALTER TABLE messages DROP COLUMN links_saved;
+    """,
 ]

@@ -28,6 +28,7 @@ from relay.records import (
 )
 from relay.status import done_at
 from relay.store.queries import user_changes_sql
+from relay.store.link_lists import by_position, from_json, to_json, url_list
 from relay.store.schema import MIGRATIONS
 from relay.store.sqlite_privacy import PrivacyMixin
 from relay.store.sqlite_reports import ReportsMixin
@@ -208,14 +209,9 @@ class SqliteStore(ReportsMixin, WebhooksMixin, TransferMixin, PrivacyMixin):
         return await self._runner.write(lambda c: _claim(c, worker, now, limit, lease))
 
     async def save_links(self, message_id: int, links: Sequence[tuple[int, str]]) -> None:
-        def job(c: sqlite3.Connection) -> None:
-            c.executemany(
-                "INSERT OR IGNORE INTO links (message_id, position, url) VALUES (?, ?, ?)",
-                [(message_id, pos, url) for pos, url in links],
-            )
-            c.execute("UPDATE messages SET links_saved = 1 WHERE id = ?", (message_id,))
-
-        await self._runner.write(job)
+        # the first save stays: a retry's rewrite must not move what sent mail points at
+        await self._runner.write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO links (message_id, urls) VALUES (?, ?)", (message_id, to_json(url_list(links)))))
 
     async def finish(self, message_id: int, results: Sequence[RecipientResult], outcome: MessageOutcome, now: float,
                      rewrite_note: str | None = None, dsn: NewMessage | None = None) -> str:
@@ -403,7 +399,8 @@ def _spool(c: sqlite3.Connection, m: NewMessage) -> int:
 
 def _claim(c: sqlite3.Connection, worker: str, now: float, limit: int, lease: float) -> list[ClaimedMessage]:
     rows = c.execute(
-        "SELECT * FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        "SELECT *, EXISTS (SELECT 1 FROM links l WHERE l.message_id = messages.id) AS links_saved"
+        " FROM messages WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " AND (locked_until IS NULL OR locked_until < ?) ORDER BY next_attempt_at LIMIT ?",
         (now, now, limit),
     ).fetchall()
@@ -468,12 +465,11 @@ _COPY_RECIPIENTS = ("SELECT r.address FROM copies k JOIN recipients r ON r.messa
 
 def _copy_target(c: sqlite3.Connection, token: str) -> CopyTarget | None:
     row = c.execute(
-        "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id FROM copies k"
-        " JOIN messages m ON m.id = k.message_id WHERE k.token = ?", (token,)
+        "SELECT k.id, k.message_id, k.recipient, k.delivered_at, m.user_id, l.urls FROM copies k"
+        " JOIN messages m ON m.id = k.message_id LEFT JOIN links l ON l.message_id = k.message_id"
+        " WHERE k.token = ?", (token,)
     ).fetchone()
     if row is None:
         return None
-    links = {r[0]: r[1] for r in c.execute(
-        "SELECT position, url FROM links WHERE message_id = ?", (row["message_id"],))}
     return CopyTarget(row["id"], row["message_id"], row["user_id"], row["recipient"],
-                      row["delivered_at"], links)
+                      row["delivered_at"], by_position(from_json(row["urls"])))

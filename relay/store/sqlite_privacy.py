@@ -9,8 +9,9 @@ import time
 from typing import TYPE_CHECKING, Sequence
 
 from relay.policy import erased_entry
-from relay.privacy import RecipientRow, plan_erasure
+from relay.privacy import RecipientRow, erase_links, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
+from relay.store.link_lists import from_json, to_json
 
 if TYPE_CHECKING:
     from relay.store.sqlite_runner import SqliteRunner
@@ -165,11 +166,13 @@ def _retire_links(c: sqlite3.Connection, message_ids: Sequence[int]) -> None:
     if not message_ids:
         return
     marks = _marks(message_ids)
-    c.execute(f"INSERT OR IGNORE INTO retired_links (queue_id, position, url) SELECT m.queue_id, l.position, l.url"
-              f" FROM links l JOIN messages m ON m.id = l.message_id WHERE l.message_id IN ({marks})", message_ids)
+    # a link list's element i is position i (json_each's key); null elements are gaps
+    c.execute(f"INSERT OR IGNORE INTO retired_links (queue_id, position, url) SELECT m.queue_id, u.key, u.value"
+              f" FROM links l JOIN messages m ON m.id = l.message_id, json_each(l.urls) u"
+              f" WHERE l.message_id IN ({marks}) AND u.value IS NOT NULL", message_ids)
     c.execute(f"INSERT OR IGNORE INTO retired_tokens (token, queue_id) SELECT c.token, m.queue_id"
               f" FROM copies c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN ({marks})"
-              " AND EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id)", message_ids)
+              " AND EXISTS (SELECT 1 FROM retired_links r WHERE r.queue_id = m.queue_id)", message_ids)
 
 
 def _delete_messages(c: sqlite3.Connection, ids: Sequence[int], *, with_captured: bool) -> int:
@@ -215,8 +218,7 @@ def _erase(c: sqlite3.Connection, address: str, scanned: tuple[list[str], list[i
         " OR instr(lower(text), ?) > 0)", [*shared, address, address]).rowcount
     notifications += c.execute(f"SELECT count(*) FROM notifications WHERE message_id IN ({_marks(whole)})",
                                whole).fetchone()[0]
-    links = c.execute(f"DELETE FROM links WHERE message_id IN ({_marks(shared)}) AND instr(lower(url), ?) > 0",
-                      [*shared, address]).rowcount
+    links = _erase_links(c, shared, address)
     for queue_id, position in retired:
         links += c.execute("DELETE FROM retired_links WHERE queue_id = ? AND position = ?",
                            (queue_id, position)).rowcount
@@ -236,6 +238,18 @@ def _erase(c: sqlite3.Connection, address: str, scanned: tuple[list[str], list[i
                          still_queued=plan.still_queued)
 
 
+def _erase_links(c: sqlite3.Connection, message_ids: Sequence[int], address: str) -> int:
+    """The URLs naming the address in these messages' link lists become gaps; returns how many."""
+    erased = 0
+    for message_id, text in c.execute(f"SELECT message_id, urls FROM links WHERE message_id IN ({_marks(message_ids)})",
+                                      message_ids).fetchall():
+        urls, gone = erase_links(from_json(text), address)
+        if gone:
+            c.execute("UPDATE links SET urls = ? WHERE message_id = ?", (to_json(urls), message_id))
+            erased += gone
+    return erased
+
+
 def _subject(c: sqlite3.Connection, address: str) -> SubjectData:
     mails = []
     for r in c.execute(
@@ -245,8 +259,8 @@ def _subject(c: sqlite3.Connection, address: str) -> SubjectData:
             " WHERE lower(r.address) = ? ORDER BY m.received_at, m.id", (address,)).fetchall():
         events = tuple(SubjectEvent(e["type"], e["at"], e["class"], e["ip"], e["user_agent"], e["url"],
                                     shared=r["copy_recipient"] is None) for e in c.execute(
-            "SELECT e.type, e.at, e.class, e.ip, e.user_agent, l.url FROM events e"
-            " LEFT JOIN links l ON l.message_id = e.message_id AND l.position = e.position"
+            "SELECT e.type, e.at, e.class, e.ip, e.user_agent, l.urls ->> e.position AS url FROM events e"
+            " LEFT JOIN links l ON l.message_id = e.message_id"
             " WHERE e.copy_id = ? ORDER BY e.at, e.id", (r["copy_id"],)))
         mails.append(SubjectMail(r["id"], r["message_id"], r["subject"], r["mail_from"], r["received_at"],
                                  r["status"], r["done_at"], bool(r["track_opens"]), bool(r["track_clicks"]), events))

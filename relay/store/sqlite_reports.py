@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from relay.errors import StoreUnavailable
 from relay.hit_rules import CopyFacts, open_questions, plan_hits
 from relay.store.counting import add_counts, counts_from_row
+from relay.store.link_lists import by_position, from_json
 from relay.store.queries import Cursor, message_list_sql
 from relay.store.sqlite_webhooks import enabled_webhooks, insert_deliveries
 from relay.records import (
@@ -199,8 +200,8 @@ def _opened(c: sqlite3.Connection, pairs: Sequence[tuple[int, str]]) -> set[tupl
 
 def _links(c: sqlite3.Connection, message_ids: set[int]) -> dict[tuple[int, int], str]:
     ids = sorted(message_ids)
-    return {(r[0], r[1]): r[2] for r in c.execute(
-        f"SELECT message_id, position, url FROM links WHERE message_id IN ({_marks(ids)})", ids)}
+    rows = c.execute(f"SELECT message_id, urls FROM links WHERE message_id IN ({_marks(ids)})", ids)
+    return {(mid, pos): url for mid, urls in rows for pos, url in by_position(from_json(urls)).items()}
 
 
 def _reports(c: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[MessageReport]:
@@ -236,18 +237,17 @@ def _with_details(c: sqlite3.Connection, report: MessageReport, max_events: int)
     clicks = {r[0]: (int(r[1]), int(r[2])) for r in c.execute(
         "SELECT position, COUNT(*), COALESCE(SUM(class = 'human'), 0) FROM events"
         " WHERE message_id = ? AND type = 'click' GROUP BY position", (report.id,))}
-    links = tuple(
-        LinkReport(r["position"], r["url"], *clicks.get(r["position"], (0, 0)))
-        for r in c.execute("SELECT position, url FROM links WHERE message_id = ? ORDER BY position", (report.id,))
-    )
+    row = c.execute("SELECT urls FROM links WHERE message_id = ?", (report.id,)).fetchone()
+    links = tuple(LinkReport(pos, url, *clicks.get(pos, (0, 0)))
+                  for pos, url in by_position(from_json(row[0] if row else None)).items())
     events = tuple(
         EventReport(r["type"], r["at"], r["recipient"], r["url"], r["ip"], r["user_agent"], r["class"],
                     bool(r["implied"]))
         for r in c.execute(
             "SELECT e.type, e.at, e.ip, e.user_agent, e.class, e.implied, k.recipient,"
-            " CASE WHEN e.type = 'click' THEN l.url END AS url FROM events e"
+            " CASE WHEN e.type = 'click' THEN l.urls ->> e.position END AS url FROM events e"
             " JOIN copies k ON k.id = e.copy_id"
-            " LEFT JOIN links l ON l.message_id = e.message_id AND l.position = e.position"
+            " LEFT JOIN links l ON l.message_id = e.message_id"
             " WHERE e.message_id = ? ORDER BY e.at, e.id LIMIT ?", (report.id, max_events))
     )
     return replace(report, links=links, events=events)

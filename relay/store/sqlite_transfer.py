@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from relay.store.tables import KEYS, known
+from relay.store.link_lists import from_json, to_json
+from relay.store.tables import KEYS, LISTS, known
 
 if TYPE_CHECKING:
     from relay.store.sqlite_runner import SqliteRunner
@@ -23,7 +24,7 @@ class TransferMixin:
     async def export_rows(self, table: str, after: tuple | None, limit: int) -> list[dict]:
         keys = ", ".join(KEYS[table])
         where = "" if after is None else f" WHERE ({keys}) > ({', '.join('?' * len(after))})"
-        return await self._runner.read(lambda c: [dict(r) for r in c.execute(
+        return await self._runner.read(lambda c: [_listed(table, dict(r), from_json) for r in c.execute(
             f"SELECT * FROM {table}{where} ORDER BY {keys} LIMIT ?", (*(after or ()), limit))])
 
     async def import_rows(self, table: str, rows: Sequence[dict]) -> None:
@@ -32,11 +33,17 @@ class TransferMixin:
         columns = list(rows[0])
         known(table)
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        values = [tuple(r[k] for k in columns) for r in [_listed(table, row, to_json) for row in rows]]
 
         def job(c: sqlite3.Connection) -> None:
-            c.executemany(sql, [tuple(r[k] for k in columns) for r in rows])
+            c.executemany(sql, values)
 
         await self._runner.write(job)
 
     async def imported(self) -> None:
         """SQLite's integer keys continue after the largest id by themselves."""
+
+
+def _listed(table: str, row: dict, convert: Callable[[Any], Any]) -> dict:
+    """The row with its list columns (tables.LISTS) converted to or from SQLite's JSON text."""
+    return {**row, **{k: convert(row[k]) for k in LISTS.get(table, ())}}

@@ -13,7 +13,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bodies", ("message_id",)),
     ("copies", ("id",)),
     ("recipients", ("id",)),
-    ("links", ("message_id", "position")),
+    ("links", ("message_id",)),
     ("events", ("id",)),
     ("notifications", ("id",)),
     ("captured", ("id",)),
@@ -25,6 +25,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # panel sessions are not copied: after a move, users log in again
 )
 KEYS = dict(TABLES)
+# columns holding a list (PostgreSQL: an array; SQLite: JSON text): rows cross engines with the list
+LISTS = {"links": ("urls",)}
 
 
 def known(table: str) -> str:

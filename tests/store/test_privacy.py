@@ -19,7 +19,7 @@ BOB = "bob@example.org"
 
 async def mail(store: Store, user_id: int, queue_id: str, rcpts: tuple[str, ...], *, shared: bool = False,
                at: float = T0, deliver: bool = True, subject: str = "Numbers") -> tuple[int, list[int]]:
-    """A tracked mail with two links, delivered at+1 (or left queued); returns (id, copy ids)."""
+    """A tracked mail with three links, delivered at+1 (or left queued); returns (id, copy ids)."""
     if shared:
         copies = (NewCopy(f"tok-{queue_id}-all", None, True, True),)
         recipients = tuple(NewRecipient(r, 0) for r in rcpts)
@@ -33,7 +33,8 @@ async def mail(store: Store, user_id: int, queue_id: str, rcpts: tuple[str, ...]
     copy_ids = [(await store.copy_target(c.token)).copy_id for c in copies]
     if deliver:
         [claimed] = [m for m in await store.claim("w", at, 10, 60) if m.id == mid]
-        await store.save_links(mid, [(0, "https://example.com/a"), (1, f"https://example.com/u?who={rcpts[0]}")])
+        await store.save_links(mid, [(0, "https://example.com/a"), (1, f"https://example.com/u?who={rcpts[0]}"),
+                                     (2, "https://example.com/c")])
         results = [RecipientResult(r.id, "sent") for r in claimed.recipients]
         await store.finish(mid, results, message_outcome(claimed.settled, results, at + 1), at + 1)
     return mid, copy_ids
@@ -139,6 +140,9 @@ async def test_erasure_leaves_nothing_about_the_address_and_keeps_them_untracked
     assert [(m.message_id, len(m.events)) for m in carol.mails] == [("<SPLIT@x>", 1)]
     report = await store.message_report(shared, alice.id)
     assert [r.address for r in report.recipients] == ["dave@example.org"]
+    # their link is gone, the others keep their positions (the mail that was sent has them)
+    assert [(x.position, x.url) for x in report.links] == [(0, "https://example.com/a"), (2, "https://example.com/c")]
+    assert (await store.copy_target("tok-SHARED-all")).links == {0: "https://example.com/a", 2: "https://example.com/c"}
     [entry] = await store.privacy_records("dnt")
     assert entry.entry == erased_entry(BOB) and entry.entry.startswith(ERASED_PREFIX) and entry.source == "erase"
     _, rules = await store.sending_context(alice.id, ["Bob@example.org", "carol@example.org"])

@@ -113,7 +113,7 @@ async def test_the_rewrite_note_and_links_are_kept(store):
     [m] = await store.claim("w", T0, 10, 60)
     assert not m.links_saved
     await store.save_links(mid, [(0, "https://example.com/a")])
-    await store.save_links(mid, [(0, "https://example.com/a")])  # a retry saves them again: no error
+    await store.save_links(mid, [(0, "https://example.com/b"), (1, "https://example.com/c")])  # a retry: no change
     await store.release("w")
     [m] = await store.claim("w", T0, 10, 60)
     assert m.links_saved
