@@ -3,7 +3,7 @@
 
   hits.py token --db RELAY.db|postgresql://... [--timeout 30]
       wait for a delivered tracked copy; print "TOKEN POSITION" (POSITION: its first
-      rewritten link, from the links table)
+      rewritten link, from the links table: one row per message, its URLs a list)
   hits.py check --base http://127.0.0.1:PORT --token T --pos N --gif-out FILE
       GET /o/T.gif must give 200 image/gif (its bytes go to FILE) and GET /c/T/N a 302;
       prints the Location; exit 1 with the reason otherwise
@@ -78,10 +78,13 @@ def cmd_token(a: argparse.Namespace) -> int:
     deadline = time.monotonic() + a.timeout
     while time.monotonic() < deadline:
         try:
-            rows = query(a.db, "SELECT c.token, MIN(l.position) FROM copies c JOIN links l ON l.message_id ="
-                               " c.message_id WHERE c.opens AND c.clicks GROUP BY c.id ORDER BY c.id DESC LIMIT 1")
-            if rows and rows[0][0] is not None and rows[0][1] is not None:
-                print(rows[0][0], rows[0][1])
+            rows = query(a.db, "SELECT c.token, l.urls FROM copies c JOIN links l ON l.message_id = c.message_id"
+                               " WHERE c.opens AND c.clicks ORDER BY c.id DESC LIMIT 1")
+            # SQLite keeps the list as JSON text, PostgreSQL as an array
+            urls = rows and (json.loads(rows[0][1]) if isinstance(rows[0][1], str) else rows[0][1])
+            position = next((i for i, url in enumerate(urls or ()) if url is not None), None)
+            if position is not None:
+                print(rows[0][0], position)
                 return 0
         except Exception:  # not there yet (sqlite3 or asyncpg): try again until the deadline
             pass
