@@ -1,9 +1,9 @@
 """A message's links as the store keeps them, one row per message (no I/O): a list whose
 element i is the URL of position i, None where there is none (a gap, or a link erased).
 
-One row instead of one per link: saving a mail's twenty links cost PostgreSQL three times
-the backend CPU as rows (and a foreign-key check each) as it does as one array.
-PostgreSQL keeps the list as TEXT[], SQLite as a JSON array in TEXT.
+One row instead of one per link: saving a mail's twenty links as rows (a foreign-key check
+each, and a flag set on the message) cost a PostgreSQL backend 320-360 us of CPU, as one
+row 100-115 us. PostgreSQL keeps the list as TEXT[], SQLite as a JSON array in TEXT.
 """
 from __future__ import annotations
 
