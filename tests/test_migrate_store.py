@@ -67,7 +67,7 @@ async def test_sqlite_to_postgresql_keeps_users_policies_mail_and_events(tmp_pat
     assert out.returncode == 0, out.stderr
     [line] = out.stdout.splitlines()  # not on a terminal: one line, no progress
     assert line.startswith("copied 2 users, 1 api tokens, 1 policies, 1 do not track, 1 consent, 2 messages,"
-                           " 2 copies, 1 links, 2 events from sqlite:///") and out.stderr == ""
+                           " 2 copies, 1 link lists, 2 events from sqlite:///") and out.stderr == ""
 
     target = PostgresStore(pg_url)
     await target.open()

@@ -33,4 +33,5 @@ async def copy_store(source: Store, target: Store, progress: Callable[[str, int]
 
 def summary(copied: dict[str, int]) -> str:
     shown = ("users", "api_tokens", "policies", "do_not_track", "consent", "messages", "copies", "links", "events")
-    return "copied " + ", ".join(f"{copied.get(t, 0)} {t.replace('_', ' ')}" for t in shown)
+    label = {"links": "link lists"}  # one row per message since migration 9
+    return "copied " + ", ".join(f"{copied.get(t, 0)} {label.get(t, t.replace('_', ' '))}" for t in shown)
