@@ -80,7 +80,8 @@ class HttpConfig:
     listen: str = setting("127.0.0.1:8080", "public hits server (pixel and click redirects)")
     public_url: str = setting("http://127.0.0.1:8080", "base URL of the hits server written into mail")
     trusted_proxies: tuple[str, ...] = setting((), "CIDRs of reverse proxies whose X-Forwarded-For is believed")
-    hit_queue_size: int = setting(100000, "hits waiting for the store before more are dropped (and counted)")
+    hit_queue_size: int = setting(
+        100000, "hits waiting for the store before more are dropped (and counted); as many again that may notify")
     max_connections: int = setting(
         10000, "open connections per hits process; a new one beyond is closed at once (0: no cap)")
     max_connections_per_ip: int = setting(

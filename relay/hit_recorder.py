@@ -4,9 +4,10 @@ The pixel must never wait for the store (invariant 6), so handlers only append h
 One writer task takes up to ``batch_size`` events at a time and hands them to the store
 in one call (one transaction). Urgent hits (those that may notify someone: a person's
 first open of a copy, a person's click) go ahead of the rest without waiting for company,
-so a flood of opens on one mail does not delay the notice of another. A failed write keeps its batch and is retried with
-backoff; a full queue refuses the hit and counts it as dropped. ``close()`` drains
-everything still queued before the store is closed.
+so a flood of opens on one mail does not delay the notice of another, and they have a
+bound of their own, so the flood does not crowd them out either. A failed write keeps its
+batch and is retried with backoff; a full queue refuses the hit and counts it as dropped.
+``close()`` drains everything still queued before the store is closed.
 """
 from __future__ import annotations
 
@@ -68,11 +69,13 @@ class HitRecorder:
         self._task = asyncio.create_task(self._run(), name="hit-recorder")
 
     def submit(self, event: NewEvent, *, urgent: bool = False) -> bool:
-        """Queue one hit; never blocks. False (and counted) when the queue is full."""
-        if len(self._queue) + len(self._urgent) >= self.s.max_queue:
+        """Queue one hit; never blocks. False (and counted) when its queue is full. Urgent hits
+        have a queue (and a bound) of their own: a flood never crowds out a notice."""
+        queue = self._urgent if urgent else self._queue
+        if len(queue) >= self.s.max_queue:
             self.dropped.inc("queue_full")
             return False
-        (self._urgent if urgent else self._queue).append(event)
+        queue.append(event)
         self._arrived.set()
         if urgent or len(self._queue) >= self.s.batch_size:
             self._full_batch.set()
