@@ -127,10 +127,9 @@ def rewrite_text(
     *,
     first_position: int = 0,
     unsubscribe_urls: frozenset[str] = frozenset(),
-    notice: str = "",
 ) -> tuple[str, tuple[Link, ...]]:
     """Bare http(s) URLs of a text/plain body become click redirects (if the plan tracks
-    them); a notice goes at the end, as given (line breaks included)."""
+    them: a part may be visited for its notice alone, relay/rewrite.py)."""
     edits: list[tuple[int, int, str]] = []
     links: list[Link] = []
     own = _own_prefix(plan)
@@ -149,8 +148,6 @@ def rewrite_text(
         position = first_position + len(links)
         links.append(Link(position, url))
         edits.append((start, len(url), f"{plan.click_base}{position}"))
-    if notice:
-        edits.append((len(text), 0, notice))
     return _apply(text, edits), tuple(links)
 
 
