@@ -214,17 +214,17 @@ if want smtp; then
     note smtp "postfix reference not available: see $WORK/postfix"
   fi
   # per store: does mail get through, and how many upstream messages one mail becomes
-  declare -A RELAY_OK=() K_OFF=() K_ON1=() K_ON3=()
+  # K_ON["$st,$rc"]: upstream messages per tracked mail with rc recipients on that store's relay
+  declare -A RELAY_OK=() K_OFF=() K_ON=()
   for st in "${STORES[@]}"; do
     RELAY_OK[$st]=0
     if use_store "$st" smtp; then
       if relay_policy off && K_OFF[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 1); then
         RELAY_OK[$st]=1
         relay_policy always
-        K_ON1[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 1) || K_ON1[$st]=""
-        K_ON3[$st]=$(smtp_probe "$RELAY_SMTP_PORT" 3) || K_ON3[$st]=""
-        log "relay ($st): one mail becomes ${K_OFF[$st]} upstream message(s) untracked, ${K_ON1[$st]} tracked (1 rcpt), ${K_ON3[$st]} tracked (3 rcpts)"
-        [[ -n ${K_ON1[$st]} && -n ${K_ON3[$st]} ]] || note smtp "relay ($st) with tracking on delivered nothing to the sink (see $RELAY_LOG)"
+        for rc in 1 3; do K_ON[$st,$rc]=$(smtp_probe "$RELAY_SMTP_PORT" "$rc") || K_ON[$st,$rc]=""; done
+        log "relay ($st): one mail becomes ${K_OFF[$st]} upstream message(s) untracked, ${K_ON[$st,1]} tracked (1 rcpt), ${K_ON[$st,3]} tracked (3 rcpts)"
+        [[ -n ${K_ON[$st,1]} && -n ${K_ON[$st,3]} ]] || note smtp "relay ($st) with tracking on delivered nothing to the sink (see $RELAY_LOG)"
       else
         note smtp "relay ($st) accepts connections but no mail reached the sink: $(grep -E 'ERROR|Traceback|Error' "$RELAY_LOG" | tail -1 | cut -c1-200)"
       fi
@@ -246,13 +246,10 @@ if want smtp; then
         fi
       done
       for rc in 1 3; do
-        k=K_ON$rc
-        declare -n kk=$k
         ((PF_OK)) && smtp_run on postfix "$POSTFIX_PORT" "$TRACK_CONC" "$rc" - 1 "$rep" "$st"
-        if [[ -n ${kk[$st]} ]] && use_store "$st" smtp; then
-          relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${kk[$st]}" "$rep" "$st"
+        if [[ -n ${K_ON[$st,$rc]} ]] && use_store "$st" smtp; then
+          relay_policy always && smtp_run on relay "$RELAY_SMTP_PORT" "$TRACK_CONC" "$rc" on "${K_ON[$st,$rc]}" "$rep" "$st"
         fi
-        unset -n kk
       done
     done
   done
@@ -262,7 +259,8 @@ fi
 # ---------------------------------------------------------------- 3. hits
 if want hits; then
   log "== hits: wrk -t$THREADS -c$CONNS -d$DUR, $HTTP_REPS round(s)"
-  declare -A TOKPOS=()
+  declare -A TOKPOS=()  # per store: "TOKEN POSITION" of a tracked copy's first link
+  NGINX_TOKPOS=""
   LOCATION=""
   if ! have wrk; then
     note hits "hits: wrk is missing (make bench installs it)"
@@ -282,6 +280,7 @@ if want hits; then
         note hits "hits ($st): not available yet ($(tail -1 "$WORK/raw/check.err"))"
       else
         TOKPOS[$st]=$tp
+        NGINX_TOKPOS=${NGINX_TOKPOS:-$tp}  # nginx is asked the same path as the first relay
       fi
     done
   fi
@@ -299,8 +298,8 @@ if want hits; then
     for ((rep = 1; rep <= HTTP_REPS; rep++)); do
       for ep in pixel click; do
         for st in - $(in_order "$rep"); do  # nginx first, with a token of the relay's
-          tp=${TOKPOS[$st]:-${TOKPOS[*]}}
-          if [[ $ep == pixel ]]; then path="/o/${tp%% *}.gif"; else path="/c/${tp%% *}/$(cut -d' ' -f2 <<<"$tp")"; fi
+          tp=${TOKPOS[$st]:-$NGINX_TOKPOS}
+          if [[ $ep == pixel ]]; then path="/o/${tp% *}.gif"; else path="/c/${tp% *}/${tp#* }"; fi
           if [[ $st == - ]]; then
             ((NGX_OK)) && hit_run nginx "$ep" "http://127.0.0.1:$NGINX_PORT$path" "$rep" -
             continue
