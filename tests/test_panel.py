@@ -20,7 +20,8 @@ from admin.sessions import (
     session_state,
     set_session_cookie,
 )
-from conftest import PASSWORD, add_user, require_tool
+from browser import chromium_page
+from conftest import PASSWORD, add_user
 from hits_helpers import READER_IP, db_rows, hit, wait_until
 from panel_helpers import (
     ALICE,
@@ -39,8 +40,6 @@ from panel_helpers import (
 HOSTILE_SUBJECT = "<script>alert(1)</script>"
 HOSTILE_UA = "<img src=x onerror=alert(1)>"
 HOSTILE_URL = "https://example.com/q?x=<b>bold</b>&y=\"quoted\""
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 # pure helpers
@@ -314,9 +313,6 @@ async def test_admins_see_everyones_mail_only_with_admins_see_all(start_app, tmp
 # the browser
 
 async def test_browser_login_and_hostile_values_stay_text(start_app, tmp_path):
-    chromium = require_tool("chromium")
-    from playwright.async_api import async_playwright
-
     app = await start_panel(start_app, tmp_path)
     message_id = await send_mail(app, subject=HOSTILE_SUBJECT, links=(HOSTILE_URL, "https://example.org/ok"))
     copy = await tracked_urls(app, message_id)
@@ -326,49 +322,42 @@ async def test_browser_login_and_hostile_values_stay_text(start_app, tmp_path):
     await wait_until(lambda: _events(app, message_id, 2))
     report = await app.store.message_report(message_id, None)
 
-    dialogs: list[str] = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("dialog", lambda d: dialogs.append(d.message))
-            await page.goto(url(app, "/"))
-            assert page.url.startswith(url(app, "/login"))  # sent to the form
-            await page.fill('input[name="email"]', ALICE)
-            await page.fill('input[name="password"]', "not the password")
-            await page.click('button[type="submit"]')
-            assert await page.get_by_role("alert").inner_text() == "Wrong email or password."
-            await page.screenshot(path=str(tmp_path / "login.png"))
-            await page.fill('input[name="email"]', ALICE)
-            await page.fill('input[name="password"]', PASSWORD)
-            await page.click('button[type="submit"]')
-            await page.wait_for_url(url(app, "/"))
-            assert await page.get_by_text(HOSTILE_SUBJECT, exact=True).count() == 1
-            await page.screenshot(path=str(tmp_path / "list.png"), full_page=True)
-            await page.click(f'a[href="/messages/{message_id}"]')
-            await page.wait_for_url(url(app, f"/messages/{message_id}"))
-            assert await page.locator("h1").inner_text() == HOSTILE_SUBJECT
-            # one cell per event (the open, the click, maybe an implied open of the click's class)
-            assert await page.get_by_text(HOSTILE_UA, exact=True).count() == len(report.events) >= 2
-            assert await page.get_by_text(HOSTILE_URL, exact=True).count() >= 2  # links table, click event
-            assert await page.locator("img").count() == 0
-            # no script but the bell's own
-            assert await page.locator("script").count() == await page.locator('script[src="/static/bell.js"]').count() == 1
-            assert await page.locator("b").count() == 0
-            await page.click("summary")  # the captured copy's headers
-            await page.screenshot(path=str(tmp_path / "message.png"), full_page=True)
-            # the delivered copy, shown as text. Read off the answer: Playwright's scripts hang in
-            # a sandboxed text page entered from a page with a sandboxed frame (a screenshot shows it fine)
-            async with page.expect_response("**/captured/*.txt") as answer:
-                await page.click("text=view raw")
-            await page.wait_for_url("**/captured/*.txt")
-            raw = (await (await answer.value).body()).decode()
-            assert (await answer.value).headers["content-type"] == "text/plain; charset=utf-8"
-            assert f"Subject: {HOSTILE_SUBJECT}" in raw and "<html>" in raw
-            await page.go_back()
-            await page.click("text=Log out")
-            await page.wait_for_url(url(app, "/login"))
-            await page.close()
-        finally:
-            await browser.close()
+    async with chromium_page(viewport={"width": 1280, "height": 900}) as (page, dialogs):
+        await page.goto(url(app, "/"))
+        assert page.url.startswith(url(app, "/login"))  # sent to the form
+        await page.fill('input[name="email"]', ALICE)
+        await page.fill('input[name="password"]', "not the password")
+        await page.click('button[type="submit"]')
+        assert await page.get_by_role("alert").inner_text() == "Wrong email or password."
+        await page.screenshot(path=str(tmp_path / "login.png"))
+        await page.fill('input[name="email"]', ALICE)
+        await page.fill('input[name="password"]', PASSWORD)
+        await page.click('button[type="submit"]')
+        await page.wait_for_url(url(app, "/"))
+        assert await page.get_by_text(HOSTILE_SUBJECT, exact=True).count() == 1
+        await page.screenshot(path=str(tmp_path / "list.png"), full_page=True)
+        await page.click(f'a[href="/messages/{message_id}"]')
+        await page.wait_for_url(url(app, f"/messages/{message_id}"))
+        assert await page.locator("h1").inner_text() == HOSTILE_SUBJECT
+        # one cell per event (the open, the click, maybe an implied open of the click's class)
+        assert await page.get_by_text(HOSTILE_UA, exact=True).count() == len(report.events) >= 2
+        assert await page.get_by_text(HOSTILE_URL, exact=True).count() >= 2  # links table, click event
+        assert await page.locator("img").count() == 0
+        # no script but the bell's own
+        assert await page.locator("script").count() == await page.locator('script[src="/static/bell.js"]').count() == 1
+        assert await page.locator("b").count() == 0
+        await page.click("summary")  # the captured copy's headers
+        await page.screenshot(path=str(tmp_path / "message.png"), full_page=True)
+        # the delivered copy, shown as text. Read off the answer: Playwright's scripts hang in
+        # a sandboxed text page entered from a page with a sandboxed frame (a screenshot shows it fine)
+        async with page.expect_response("**/captured/*.txt") as answer:
+            await page.click("text=view raw")
+        await page.wait_for_url("**/captured/*.txt")
+        raw = (await (await answer.value).body()).decode()
+        assert (await answer.value).headers["content-type"] == "text/plain; charset=utf-8"
+        assert f"Subject: {HOSTILE_SUBJECT}" in raw and "<html>" in raw
+        await page.go_back()
+        await page.click("text=Log out")
+        await page.wait_for_url(url(app, "/login"))
+        await page.close()
     assert dialogs == []

@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import _missing, add_user, require_tool
+from browser import chromium_page
+from conftest import _missing, add_user
 from hits_helpers import READER_IP, THUNDERBIRD, hit, wait_until
 from panel_helpers import ALICE, BOB, browser_login, send_mail, start_panel, tracked_urls, url
-from test_panel import CHROMIUM_ARGS
 
 AXE = Path(__file__).parent.parent / ".cache/npm/node_modules/axe-core/axe.min.js"
 ROOT = "root@example.com"
@@ -34,9 +34,7 @@ async def violations(page) -> list[str]:
 
 @pytest.mark.parametrize("width", [1280, 390])
 async def test_no_serious_accessibility_violation_on_any_page(start_app, tmp_path, width):
-    chromium = require_tool("chromium")
     axe_script()
-    from playwright.async_api import async_playwright
 
     app = await start_panel(start_app, tmp_path, privacy_retention_days="30")
     await add_user(app, ROOT, admin=True)
@@ -48,22 +46,16 @@ async def test_no_serious_accessibility_violation_on_any_page(start_app, tmp_pat
     pages = {ALICE: ["/", "/?tracked=1", f"/messages/{mid}", "/notifications", "/settings", "/no-such-page"],
              ROOT: ["/admin/users", "/admin/privacy", f"/admin/privacy?address={BOB}", "/admin/health"]}
     found: dict[str, list[str]] = {}
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            # bypass_csp: the panel forbids injected scripts, axe is one
-            context = await browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True)
-            page = await context.new_page()
-            await page.goto(url(app, "/login"))
-            found["/login"] = await violations(page) + await overflow(page, width)
-            for who, paths in pages.items():
-                await browser_login(page, app, who)
-                for path in paths:
-                    await page.goto(url(app, path))
-                    found[path] = await violations(page) + await overflow(page, width)
-                await page.context.clear_cookies()
-        finally:
-            await browser.close()
+    # bypass_csp: the panel forbids injected scripts, axe is one
+    async with chromium_page(viewport={"width": width, "height": 900}, bypass_csp=True) as (page, _):
+        await page.goto(url(app, "/login"))
+        found["/login"] = await violations(page) + await overflow(page, width)
+        for who, paths in pages.items():
+            await browser_login(page, app, who)
+            for path in paths:
+                await page.goto(url(app, path))
+                found[path] = await violations(page) + await overflow(page, width)
+            await page.context.clear_cookies()
     assert {path: lines for path, lines in found.items() if lines} == {}
 
 

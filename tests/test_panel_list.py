@@ -8,11 +8,10 @@ import re
 import aiohttp
 
 from admin.panel import PAGE_SIZE
-from conftest import require_tool
+from browser import chromium_page
 from hits_helpers import READER_IP, THUNDERBIRD, hit, wait_until
 from panel_helpers import BOB, browser_login, client, get, login, send_mail, start_panel, tracked_urls, url
 from relay.records import NewMessage, NewRecipient
-from test_panel import CHROMIUM_ARGS
 
 ICON = re.compile(r'<span class="icon( on)?" title="([^"]*)"')
 
@@ -75,9 +74,6 @@ async def test_search_and_keyset_pages_through_every_mail_once(start_app, tmp_pa
 
 
 async def test_the_message_page_draws_a_timeline_filters_events_and_shows_an_inert_copy(start_app, tmp_path):
-    chromium = require_tool("chromium")
-    from playwright.async_api import async_playwright
-
     app = await start_panel(start_app, tmp_path)
     mid = await send_mail(app, subject="Proposal [track]", track="", rcpts=(BOB, "carol@example.org"))
     copy = await tracked_urls(app, mid)
@@ -98,19 +94,14 @@ async def test_the_message_page_draws_a_timeline_filters_events_and_shows_an_ine
         resp, inert = await get(s, app, frame)
         assert "sandbox" in resp.headers["Content-Security-Policy"] and "img-src data:" in resp.headers["Content-Security-Policy"]
         assert "/o/" in inert and not re.search(r"\s(href|src)\s*=", inert)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            await browser_login(page, app)
-            await page.goto(url(app, f"/messages/{mid}"))
-            inner = page.frame_locator("iframe.copy").first
-            await inner.locator("a").first.wait_for()
-            await inner.locator("a").first.click()  # goes nowhere
-            await page.wait_for_timeout(300)
-        finally:
-            await browser.close()
+    async with chromium_page() as (page, _):
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        await browser_login(page, app)
+        await page.goto(url(app, f"/messages/{mid}"))
+        inner = page.frame_locator("iframe.copy").first
+        await inner.locator("a").first.wait_for()
+        await inner.locator("a").first.click()  # goes nowhere
+        await page.wait_for_timeout(300)
     assert not [r for r in requests if "/o/" in r or "/c/" in r or "example.org" in r], requests
     assert len((await app.store.message_report(mid, None)).events) == before  # viewing recorded nothing
