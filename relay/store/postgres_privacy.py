@@ -11,15 +11,11 @@ import asyncpg
 from relay.policy import erased_entry
 from relay.privacy import RecipientRow, erase_links, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
+from relay.store.queries import PENDING_SQL, purgeable_sql
+from relay.store.tables import PRIVACY_TABLES
 from relay.store.pg_rows import affected
 
-PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
-PENDING = "('queued', 'deferred')"
-# as in SQLite: received before the cutoff, no longer queued, no delivery or hit since
-_PURGEABLE = f"""
-    m.received_at < $1 AND m.status NOT IN {PENDING}
-    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.id AND e.at >= $1)
-    AND NOT EXISTS (SELECT 1 FROM copies c WHERE c.message_id = m.id AND c.delivered_at >= $1)"""
+_PURGEABLE = purgeable_sql("$1")
 # an erasure's deleted rows stay in their pages until VACUUM marks them free
 _ERASED_TABLES = ("recipients", "copies", "events", "links", "retired_links", "notifications",
                   "webhook_deliveries", "captured", "consent", "do_not_track", "messages")
@@ -136,7 +132,7 @@ class PgPrivacyMixin:
         copies of it; returns how many messages went (0: all that can go is gone)."""
         async with self._conn(transaction=True) as c:
             ids = [r[0] for r in await c.fetch(
-                f"SELECT id FROM messages WHERE user_id = $1 AND status NOT IN {PENDING} LIMIT $2", user_id, limit)]
+                f"SELECT id FROM messages WHERE user_id = $1 AND status NOT IN {PENDING_SQL} LIMIT $2", user_id, limit)]
             gone = await _delete_messages(c, ids, with_captured=True)
         if not gone:
             await self._vacuum(_ERASED_TABLES)

@@ -1,5 +1,5 @@
 """Queries both engines build alike: the message list (who, tracked or not, a search, a
-page) and a change to a user.
+page), a change to a user, and which mail retention purges.
 
 Keyset paging: a page ends with a cursor (the last message's received_at and id) and the
 next page starts below it, so page 1,000 costs what page 1 does (an OFFSET walks past
@@ -12,8 +12,18 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from relay.records import UserChanges
+from relay.status import PENDING
 
 Cursor = tuple[float, int]  # (received_at, id) of the last message on a page
+PENDING_SQL = "(" + ", ".join(f"'{status}'" for status in PENDING) + ")"  # mail still waiting
+
+
+def purgeable_sql(cutoff: str) -> str:
+    """Retention's rule as a condition on messages m (cutoff: the engine's placeholder): mail
+    no longer waiting, received before the cutoff, with no hit and no delivery since."""
+    return (f"m.received_at < {cutoff} AND m.status NOT IN {PENDING_SQL}"
+            f" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.id AND e.at >= {cutoff})"
+            f" AND NOT EXISTS (SELECT 1 FROM copies c WHERE c.message_id = m.id AND c.delivered_at >= {cutoff})")
 
 
 def like_pattern(text: str) -> str:

@@ -11,20 +11,14 @@ from typing import TYPE_CHECKING, Sequence
 from relay.policy import erased_entry
 from relay.privacy import RecipientRow, erase_links, plan_erasure
 from relay.records import ErasureCounts, PrivacyRecord, PurgeCounts, SubjectData, SubjectEvent, SubjectMail
+from relay.store.queries import PENDING_SQL, purgeable_sql
+from relay.store.tables import PRIVACY_TABLES
 from relay.store.link_lists import from_json, to_json
 
 if TYPE_CHECKING:
     from relay.store.sqlite_runner import SqliteRunner
 
-# privacy list kind -> (table, column); names come from here only, never from input
-PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
-PENDING = "('queued', 'deferred')"
-# a message is purged once it was received before the cutoff, is no longer queued, and
-# neither a delivery nor a hit of it is newer than the cutoff
-_PURGEABLE = f"""
-    m.received_at < :cutoff AND m.status NOT IN {PENDING}
-    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.id AND e.at >= :cutoff)
-    AND NOT EXISTS (SELECT 1 FROM copies c WHERE c.message_id = m.id AND c.delivered_at >= :cutoff)"""
+_PURGEABLE = purgeable_sql(":cutoff")
 
 
 class PrivacyMixin:
@@ -98,7 +92,7 @@ class PrivacyMixin:
         copies of it; returns how many messages went (0: all that can go is gone)."""
         def job(c: sqlite3.Connection) -> int:
             ids = [r[0] for r in c.execute(
-                f"SELECT id FROM messages WHERE user_id = ? AND status NOT IN {PENDING} LIMIT ?", (user_id, limit))]
+                f"SELECT id FROM messages WHERE user_id = ? AND status NOT IN {PENDING_SQL} LIMIT ?", (user_id, limit))]
             _delete_messages(c, ids, with_captured=True)
             return len(ids)
 

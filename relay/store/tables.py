@@ -34,3 +34,6 @@ def known(table: str) -> str:
     if table not in KEYS:
         raise ValueError(f"not a store table: {table!r}")
     return table
+
+# privacy list kind -> (table, column); names come from here only, never from input
+PRIVACY_TABLES = {"dnt": ("do_not_track", "entry"), "consent": ("consent", "address")}
