@@ -12,10 +12,10 @@ from relay.control import Choice
 from relay.policy import UserPolicy
 from relay.notify_rules import attempt_result
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult, WebhookSpec
-from relay.status import message_outcome
 from relay.webhook_client import PostResult
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
+from tests.store.mail_helpers import finish
 
 TRACKRELAY = str(Path(sys.executable).parent / "trackrelay")
 T0 = 1_800_000_000.0
@@ -42,7 +42,7 @@ async def filled_sqlite(path: Path) -> SqliteStore:
     [m] = await store.claim("w", T0, 1, 60)
     await store.save_links(sent, [(0, "https://example.com/a")])
     results = [RecipientResult(r.id, "sent") for r in m.recipients]
-    await store.finish(sent, results, message_outcome(m.settled, results, T0 + 1), T0 + 1)
+    await finish(store, m, results, T0 + 1)
     await store.add_webhook(alice.id, WebhookSpec("https://hooks.example/x"), "whsec", T0)
     copy = await store.copy_target("tok-SENT")
     await store.record_hits([NewEvent(copy.copy_id, sent, "click", T0 + 60, 0, "203.0.113.0", "UA", "human")])

@@ -2,29 +2,18 @@
 from __future__ import annotations
 
 from relay.policy import UserPolicy
-from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
-from relay.status import message_outcome
+from relay.records import NewEvent, NewMessage, NewRecipient
 from relay.store import Store
+from tests.store.mail_helpers import deliver, tracked_message
 
 T0 = 1_800_000_000.0
 
 
 async def sent_message(store: Store, user_id: int, rcpts=("bob@example.org", "carol@example.org"),
                        shared: bool = False, queue_id: str = "Q1") -> int:
-    if shared:
-        copies = (NewCopy(f"tok-{queue_id}-all", None, True, True),)
-        recipients = tuple(NewRecipient(r, 0) for r in rcpts)
-    else:
-        copies = tuple(NewCopy(f"tok-{queue_id}-{i}", r, True, True) for i, r in enumerate(rcpts))
-        recipients = tuple(NewRecipient(r, i) for i, r in enumerate(rcpts))
-    mid = await store.spool(NewMessage(
-        queue_id=queue_id, user_id=user_id, mail_from="alice@example.com", message_id=f"<{queue_id}@x>",
-        subject="Numbers", body=b"Subject: Numbers\r\n\r\nhi\r\n", received_at=T0, client_ip="192.0.2.1",
-        recipients=recipients, copies=copies, track_opens=True, track_clicks=True))
-    [claimed] = await store.claim("w", T0, 10, 60)
-    await store.save_links(mid, [(0, "https://example.com/a"), (1, "https://example.com/b")])
-    results = [RecipientResult(r.id, "sent") for r in claimed.recipients]
-    await store.finish(mid, results, message_outcome(claimed.settled, results, T0 + 1), T0 + 1)
+    mid = await store.spool(tracked_message(queue_id, user_id, rcpts, at=T0, shared=shared,
+                                            body=b"Subject: Numbers\r\n\r\nhi\r\n"))
+    await deliver(store, mid, [(0, "https://example.com/a"), (1, "https://example.com/b")], T0)
     return mid
 
 

@@ -10,9 +10,9 @@ import pytest
 from hits_helpers import wait_until
 from relay.errors import StoreUnavailable
 from relay.records import RecipientResult
-from relay.status import message_outcome
 from relay.store import open_store
 from relay.store.postgres import PostgresStore
+from tests.store.mail_helpers import finish
 from store.test_store import MARKER, message, stored_bytes
 
 
@@ -23,10 +23,10 @@ async def test_a_big_backlog_is_rewritten_once_it_has_shrunk(pg_url):
         store.full_rewrite_max = 0  # every queue is "too big" to rewrite now
         user = await store.add_user("alice@example.com", "h")
         await store.spool(message("WAITING", user.id, at=time.time() + 3600, body=b"Subject: w\r\n\r\nlater\r\n"))
-        mid = await store.spool(message("Q1", user.id))
+        await store.spool(message("Q1", user.id))
         [m] = await store.claim("w", time.time(), 10, 60)
         results, now = [RecipientResult(m.recipients[0].id, "sent")], time.time()
-        await store.finish(mid, results, message_outcome(m.settled, results, now), now)
+        await finish(store, m, results, now)
         await store.checkpoint()
         assert store.erasure_pending  # only a plain VACUUM ran: the rewrite is still owed
         store.full_rewrite_max = 64 << 20

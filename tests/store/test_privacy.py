@@ -8,9 +8,9 @@ import asyncpg
 
 from relay.policy import ERASED_PREFIX, decide, erased_entry, UserPolicy
 from relay.control import MessageControl
-from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, PrivacyRecord, RecipientResult, WebhookSpec
-from relay.status import message_outcome
+from relay.records import NewEvent, PrivacyRecord, WebhookSpec
 from relay.store import Store
+from tests.store.mail_helpers import deliver as delivered, tracked_message
 from tests.store.test_hit_store import T0
 
 DAY = 86400.0
@@ -20,23 +20,12 @@ BOB = "bob@example.org"
 async def mail(store: Store, user_id: int, queue_id: str, rcpts: tuple[str, ...], *, shared: bool = False,
                at: float = T0, deliver: bool = True, subject: str = "Numbers") -> tuple[int, list[int]]:
     """A tracked mail with three links, delivered at+1 (or left queued); returns (id, copy ids)."""
-    if shared:
-        copies = (NewCopy(f"tok-{queue_id}-all", None, True, True),)
-        recipients = tuple(NewRecipient(r, 0) for r in rcpts)
-    else:
-        copies = tuple(NewCopy(f"tok-{queue_id}-{i}", r, True, True) for i, r in enumerate(rcpts))
-        recipients = tuple(NewRecipient(r, i) for i, r in enumerate(rcpts))
-    mid = await store.spool(NewMessage(
-        queue_id=queue_id, user_id=user_id, mail_from="alice@example.com", message_id=f"<{queue_id}@x>",
-        subject=subject, body=b"Subject: s\r\n\r\nhi\r\n", received_at=at, client_ip="192.0.2.1",
-        recipients=recipients, copies=copies, track_opens=True, track_clicks=True))
-    copy_ids = [(await store.copy_target(c.token)).copy_id for c in copies]
+    message = tracked_message(queue_id, user_id, rcpts, at=at, shared=shared, subject=subject)
+    mid = await store.spool(message)
+    copy_ids = [(await store.copy_target(c.token)).copy_id for c in message.copies]
     if deliver:
-        [claimed] = [m for m in await store.claim("w", at, 10, 60) if m.id == mid]
-        await store.save_links(mid, [(0, "https://example.com/a"), (1, f"https://example.com/u?who={rcpts[0]}"),
-                                     (2, "https://example.com/c")])
-        results = [RecipientResult(r.id, "sent") for r in claimed.recipients]
-        await store.finish(mid, results, message_outcome(claimed.settled, results, at + 1), at + 1)
+        await delivered(store, mid, [(0, "https://example.com/a"), (1, f"https://example.com/u?who={rcpts[0]}"),
+                                     (2, "https://example.com/c")], at)
     return mid, copy_ids
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from relay.control import Choice
 from relay.records import NewCopy, NewEvent, NewMessage, NewRecipient, RecipientResult
-from relay.status import message_outcome
+from tests.store.mail_helpers import finish
 
 T0 = 1_800_000_000.0
 
@@ -26,7 +26,7 @@ async def test_a_lease_runs_out_and_another_worker_takes_the_mail(store):
     [again] = await store.claim("w2", T0 + 61, 10, 60)  # w1 died: its lease ran out
     assert again.id == first.id and await store.lock_holders() == {"w2"}
     results = [RecipientResult(again.recipients[0].id, "sent")]
-    await store.finish(again.id, results, message_outcome(again.settled, results, T0 + 62), T0 + 62)
+    await finish(store, again, results, T0 + 62)
     assert await store.lock_holders() == set()
 
 
@@ -46,13 +46,13 @@ async def test_deferral_then_retry_at_its_time_then_bounce_with_its_dsn(store):
     [m] = await store.claim("w", T0, 10, 60)
     bob, carol = m.recipients
     results = [RecipientResult(bob.id, "sent"), RecipientResult(carol.id, "deferred", "451 later", T0 + 3600)]
-    status = await store.finish(mid, results, message_outcome(m.settled, results, T0 + 1), T0 + 1)
+    status = await finish(store, m, results, T0 + 1)
     assert status == "deferred" and await store.claim("w", T0 + 2, 10, 60) == []  # not due before T0 + 3600
     [m] = await store.claim("w", T0 + 3600, 10, 60)  # due at its retry time
     assert [(r.address, r.attempts) for r in m.recipients] == [("carol@example.org", 1)]
     dsn = message("DSN1", None, ("alice@example.com",), at=T0 + 6, is_dsn=True)
     results = [RecipientResult(carol.id, "bounced", "550 no")]
-    status = await store.finish(mid, results, message_outcome(m.settled, results, T0 + 3601), T0 + 3601, dsn=dsn)
+    status = await finish(store, m, results, T0 + 3601, dsn=dsn)
     assert status == "partial"
     row = await store.message_row(mid)
     assert [(r["status"], r["attempts"], r["detail"]) for r in row["recipients"]] == [
@@ -61,7 +61,7 @@ async def test_deferral_then_retry_at_its_time_then_bounce_with_its_dsn(store):
     [bounce] = await store.claim("w", T0 + 7, 10, 60)  # the DSN was spooled with the bounce
     assert bounce.queue_id == "DSN1" and bounce.user_id is None
     results = [RecipientResult(bounce.recipients[0].id, "bounced")]
-    assert await store.finish(bounce.id, results, message_outcome(bounce.settled, results, T0 + 8), T0 + 8) == "bounced"
+    assert await finish(store, bounce, results, T0 + 8) == "bounced"
     assert await store.queue_counts() == {"partial": 1, "bounced": 1}
     assert [m.id for m in await store.message_reports(None)] == [mid]  # DSNs are not listed
 
@@ -76,12 +76,12 @@ async def test_a_retry_is_claimed_with_the_settled_statuses_and_rolls_up_with_th
     bob, carol, dave = m.recipients
     first = [RecipientResult(bob.id, "sent"), RecipientResult(carol.id, "bounced", "550 no"),
              RecipientResult(dave.id, "deferred", "451 later", T0 + 60)]
-    assert await store.finish(mid, first, message_outcome(m.settled, first, T0 + 1), T0 + 1) == "deferred"
+    assert await finish(store, m, first, T0 + 1) == "deferred"
     assert (await store.message_row(mid))["has_body"]  # dave waits for it
     [m] = await store.claim("w", T0 + 60, 10, 60)
     assert [r.id for r in m.recipients] == [dave.id] and m.settled == ("sent", "bounced")
     second = [RecipientResult(dave.id, "bounced", "550 gone")]  # no DSN: one statement on PostgreSQL
-    assert await store.finish(mid, second, message_outcome(m.settled, second, T0 + 61), T0 + 61) == "partial"
+    assert await finish(store, m, second, T0 + 61) == "partial"
     row = await store.message_row(mid)
     assert (row["status"], row["sent_at"], row["has_body"], row["locked_by"]) == ("partial", T0 + 1, False, None)
     assert [(r["status"], r["attempts"], r["done_at"]) for r in row["recipients"]] == [
@@ -96,12 +96,12 @@ async def test_a_recipient_erased_while_its_mail_is_retried_still_counts(store):
     [m] = await store.claim("w", T0, 10, 60)
     bob, carol = m.recipients
     first = [RecipientResult(bob.id, "sent"), RecipientResult(carol.id, "deferred", "451 later", T0 + 60)]
-    await store.finish(mid, first, message_outcome(m.settled, first, T0 + 1), T0 + 1)
+    await finish(store, m, first, T0 + 1)
     [m] = await store.claim("w", T0 + 60, 10, 60)
     # bob's row goes while the retry is in flight (carol's, still queued, stays)
     await store.erase_subject("bob@example.org", keep_trackable=False, now=T0 + 61)
     second = [RecipientResult(carol.id, "sent")]
-    assert await store.finish(mid, second, message_outcome(m.settled, second, T0 + 62), T0 + 62) == "sent"
+    assert await finish(store, m, second, T0 + 62) == "sent"
     row = await store.message_row(mid)
     assert [(r["address"], r["status"]) for r in row["recipients"]] == [("carol@example.org", "sent")]
     assert row["status"] == "sent" and not row["has_body"]
@@ -118,7 +118,7 @@ async def test_the_rewrite_note_and_links_are_kept(store):
     [m] = await store.claim("w", T0, 10, 60)
     assert m.links_saved
     results = [RecipientResult(m.recipients[0].id, "sent")]
-    await store.finish(mid, results, message_outcome(m.settled, results, T0 + 1), T0 + 1, rewrite_note="html: too deep")
+    await finish(store, m, results, T0 + 1, rewrite_note="html: too deep")
     assert (await store.message_row(mid))["rewrite_note"] == "html: too deep"
     target = await store.copy_target("tok-1")
     assert (target.message_id, target.user_id, target.links) == (mid, alice.id, {0: "https://example.com/a"})

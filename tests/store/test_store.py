@@ -13,7 +13,7 @@ from relay.control import Choice
 from relay.errors import StoreConflict, StoreUnavailable
 from relay.policy import UserPolicy
 from relay.records import NewCopy, NewMessage, NewRecipient, RecipientResult
-from relay.status import message_outcome
+from tests.store.mail_helpers import finish
 
 MARKER = b"UNIQUE-BODY-MARKER-7f3a9c"
 
@@ -79,11 +79,11 @@ async def test_spool_claim_finish_erases_the_body_for_real(store, store_url):
     bob, carol = claimed.recipients
     now = time.time()
     results = [RecipientResult(bob.id, "sent"), RecipientResult(carol.id, "deferred", "451", now - 1)]
-    assert await store.finish(mid, results, message_outcome(claimed.settled, results, now), now) == "deferred"
+    assert await finish(store, claimed, results, now) == "deferred"
     [again] = await store.claim("w2", time.time(), 10, 60)
     assert [r.address for r in again.recipients] == ["carol@example.org"]
     results, now = [RecipientResult(carol.id, "sent")], time.time()
-    assert await store.finish(mid, results, message_outcome(again.settled, results, now), now) == "sent"
+    assert await finish(store, again, results, now) == "sent"
     row = await store.message_row(mid)
     assert row["status"] == "sent" and not row["has_body"] and row["sent_at"]
     await store.checkpoint()
@@ -103,7 +103,7 @@ async def test_erased_bodies_leave_no_bytes_inline_or_toasted(store, store_url):
         await store.spool(message(queue_id, user.id, body=b"Subject: s\r\n\r\n" + body))
     for m in await store.claim("w", time.time(), 10, 60):
         results, now = [RecipientResult(m.recipients[0].id, "sent")], time.time()
-        assert await store.finish(m.id, results, message_outcome(m.settled, results, now), now) == "sent"
+        assert await finish(store, m, results, now) == "sent"
     await store.checkpoint()
     for where, data in await stored_bytes(store_url):
         assert MARKER not in data, f"body left in {where}"
