@@ -50,10 +50,11 @@ async def render(request: web.Request, *, status: int = 200, **shown: Any) -> we
     policy = await store.policy(user.id) or UserPolicy(mode=request.app[SETTINGS].default_mode)
     hooks = await store.webhooks(user.id)
     deliveries = {h.id: await store.deliveries(h.id, limit=5) for h in hooks}
+    done = request.query.get("done", "")
     context = page_context(
         request, title=_("Settings"), policy=policy, tokens=await store.api_tokens(user.id), webhooks=hooks,
         deliveries=deliveries, kinds=KINDS, languages=LANGUAGES, zones=ZONES, duration=format_duration,
-        notice=_(DONE[request.query.get("done", "")]) if request.query.get("done") in DONE else "", error="", new_token=None, new_secret=None, tested=None)
+        notice=_(DONE[done]) if done in DONE else "", error="", new_token=None, new_secret=None, tested=None)
     context.update(shown)
     return aiohttp_jinja2.render_template("settings.html", request, context, status=status)
 
